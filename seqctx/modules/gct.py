@@ -1,0 +1,72 @@
+"""Gated Channel Transformation (Yang et al., "Gated Channel Transformation for Visual Recognition",
+CVPR 2020)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["GCT"]
+
+
+class GCT(nn.Module):
+    """Gated Channel Transformation on ``(N, C, *S)`` inputs, ``len(S)`` in ``{1, 2, 3}``.
+
+    Global context embedding (eq. 2; the l1 variant of eq. 2's footnote)::
+
+        s_c = alpha_c * sqrt(sum_S x_c^2 + eps)            # mode="l2"
+        s_c = alpha_c * sum_S |x_c|                        # mode="l1" (sum_S x_c after a ReLU)
+
+    channel normalisation (eq. 3)::
+
+        s_hat_c = s_c / sqrt(mean_c s_c^2 + eps)           # mode="l2"
+        s_hat_c = s_c / (mean_c |s_c| + eps)               # mode="l1"
+
+    gating adaptation (eq. 4)::
+
+        y_c = x_c * (1 + tanh(gamma_c * s_hat_c + beta_c))
+
+    ``alpha = 1`` and ``gamma = beta = 0`` at init, so the module starts as an exact identity
+    (eq. 5). The statistics are computed in fp32 whatever the input dtype. ``beta`` should not get
+    weight decay (the paper's appendix); :meth:`no_weight_decay` names it.
+
+    Args:
+        num_channels: ``C``.
+        mode: ``"l2"`` (the paper's default) or ``"l1"``.
+        eps: the small constant of eqs. 2-3.
+        after_relu: the input is known to be non-negative, so the l1 embedding skips ``abs``.
+    """
+
+    def __init__(self, num_channels: int, mode: str = "l2", eps: float = 1e-5, after_relu: bool = False) -> None:
+        super().__init__()
+        if mode not in ("l1", "l2"):
+            raise ValueError(f"GCT mode must be 'l1' or 'l2', got {mode!r}")
+        if num_channels < 1:
+            raise ValueError(f"GCT num_channels must be >= 1, got {num_channels}")
+        self.num_channels = num_channels
+        self.mode = mode
+        self.eps = eps
+        self.after_relu = after_relu
+        self.alpha = nn.Parameter(torch.ones(num_channels))
+        self.gamma = nn.Parameter(torch.zeros(num_channels))
+        self.beta = nn.Parameter(torch.zeros(num_channels))
+
+    def no_weight_decay(self) -> set[str]:
+        return {"beta"}
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, mode={self.mode!r}, eps={self.eps}, after_relu={self.after_relu}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() not in (3, 4, 5) or x.shape[1] != self.num_channels:
+            raise ValueError(f"GCT expects (N, {self.num_channels}, *S) with 1-3 spatial dims, got {tuple(x.shape)}")
+        dims = tuple(range(2, x.dim()))
+        xf = x.float()
+        if self.mode == "l2":
+            s = (xf.pow(2).sum(dims) + self.eps).sqrt() * self.alpha  # (N, C)
+            s_hat = s / (s.pow(2).mean(1, keepdim=True) + self.eps).sqrt()
+        else:
+            s = (xf if self.after_relu else xf.abs()).sum(dims) * self.alpha  # (N, C)
+            s_hat = s / (s.abs().mean(1, keepdim=True) + self.eps)
+        gate = 1.0 + torch.tanh(self.gamma * s_hat + self.beta)  # (N, C)
+        return x * gate.to(x.dtype).view(*gate.shape, *([1] * len(dims)))

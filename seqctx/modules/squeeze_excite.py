@@ -1,0 +1,34 @@
+"""Squeeze-and-Excitation (Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018): the channel
+attention baseline that GCT, CGC, GE and CE all compare with."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+__all__ = ["SqueezeExcite"]
+
+
+class SqueezeExcite(nn.Module):
+    """SE block on ``(N, C, *S)``: ``y = x * sigmoid(W2 relu(W1 mean_S(x) + b1) + b2)``.
+
+    ``W1: C -> C/r`` and ``W2: C/r -> C`` with biases, as in the SE paper (eqs. 2-3), so a
+    ResNet-50 with SE on every residual branch has 28.09M parameters.
+
+    Args:
+        channels: ``C``.
+        reduction: ``r``; the hidden width is ``max(1, C // r)``.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        if reduction < 1:
+            raise ValueError(f"SqueezeExcite reduction must be >= 1, got {reduction}")
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = tuple(range(2, x.dim()))
+        z = x.mean(dims)  # (N, C)
+        g = self.fc2(self.fc1(z).relu()).sigmoid()  # (N, C)
+        return x * g.view(*g.shape, *([1] * len(dims)))

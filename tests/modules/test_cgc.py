@@ -1,0 +1,194 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqctx.modules import ContextGatedConv1d, ContextGatedConv2d, ContextGatedConv3d
+from tests.conftest import DTYPE_TOL, spatial_shape
+
+CGC = {1: ContextGatedConv1d, 2: ContextGatedConv2d, 3: ContextGatedConv3d}
+PLAIN = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+# (kernel, stride, padding, dilation, groups, bias, padding_mode) per spatial rank
+CASES = {
+    1: [(3, 1, 1, 1, 1, True, "zeros"), (5, 2, 2, 2, 2, False, "reflect")],
+    2: [
+        (3, 1, 1, 1, 1, True, "zeros"),
+        ((3, 5), (2, 1), (1, 2), 1, 4, False, "zeros"),
+        (3, 1, 2, 2, 1, True, "circular"),
+    ],
+    3: [((3, 1, 1), 1, (1, 0, 0), 1, 1, True, "zeros"), ((1, 3, 3), (1, 2, 2), (0, 1, 1), 1, 2, True, "replicate")],
+}
+PARAMS = [(d, *case) for d, cases in CASES.items() for case in cases]
+
+
+def reference_forward(layer, x):
+    """Loop over samples: plain convolution of x[n] with weight * gate(x)[n]."""
+    gate = layer.gate(x)
+    outs = []
+    for n in range(x.shape[0]):
+        xn = x[n : n + 1]
+        padding = layer.padding
+        if layer.padding_mode != "zeros":
+            xn = F.pad(xn, layer._reversed_padding_repeated_twice, mode=layer.padding_mode)
+            padding = 0
+        fn = CONV_FN[x.dim() - 2]
+        outs.append(fn(xn, layer.weight * gate[n], layer.bias, layer.stride, padding, layer.dilation, layer.groups))
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("dims,kernel,stride,padding,dilation,groups,bias,mode", PARAMS)
+def test_cgc_equals_per_sample_convolution(dims, kernel, stride, padding, dilation, groups, bias, mode):
+    layer = CGC[dims](32, 48, kernel, stride, padding, dilation, groups, bias, mode)
+    x = torch.randn(3, 32, *[s + 4 for s in spatial_shape(dims)])
+    y = layer(x)
+    ref = reference_forward(layer, x)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    # the gate has the kernel's shape per sample, values in (0, 1)
+    gate = layer.gate(x)
+    assert gate.shape == (3, *layer.weight.shape)
+    assert gate.min() > 0 and gate.max() < 1
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_cgc_gradients_match_reference(dims):
+    layer = CGC[dims](16, 24, 3, padding=1, groups=2)
+    x = torch.randn(2, 16, *spatial_shape(dims), requires_grad=True)
+    grads = {}
+    for name, fn in (("fast", layer), ("ref", lambda t: reference_forward(layer, t))):
+        layer.zero_grad()
+        x.grad = None
+        (fn(x) * torch.linspace(-1, 1, 24).view(1, 24, *[1] * dims)).sum().backward()
+        grads[name] = [x.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
+    for a, b in zip(grads["fast"], grads["ref"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert layer.context_gate.encode.weight.grad.abs().sum() > 0
+
+
+def test_cgc_gate_decomposition_follows_equation_1():
+    """G[n, h, i, k] = sigmoid(G1[n, i, k] + G2[n, h, k]) with grouped channel mapping."""
+    layer = ContextGatedConv2d(8, 6, 3, groups=2, channels_per_group=4)
+    x = torch.randn(2, 8, 9, 9)
+    gate = layer.gate(x)  # (2, 6, 4, 3, 3)
+    logit = torch.logit(gate.double()).flatten(3)
+    # the logit separates into a part that depends on the input channel and one on the output channel
+    g = logit.view(2, 2, 3, 4, 9)  # (N, groups, O/g, C/g, K)
+    centred = g - g.mean(3, keepdim=True) - g.mean(2, keepdim=True) + g.mean((2, 3), keepdim=True)
+    assert centred.abs().max() < 1e-4
+
+
+def test_cgc_channel_interacting_is_grouped_with_shared_weight():
+    layer = ContextGatedConv2d(64, 128, 3)
+    assert layer.context_gate.interact_groups == 4
+    assert layer.context_gate.interact.weight.shape == (32, 16)
+    small = ContextGatedConv2d(3, 64, 7)  # the ResNet stem: plain linear
+    assert small.context_gate.interact.weight.shape == (64, 3)
+    assert small.context_gate.encode.weight.shape == (49 // 2 + 1, 49)
+    # parameters of the gate: E 9x5, three BatchNorms, I 16x32, D_c and D_o 5x9
+    extra = sum(p.numel() for p in layer.context_gate.parameters())
+    assert extra == 45 + 2 * (64 + 64 + 128) + 16 * 32 + 2 * 45
+
+
+def test_cgc_with_unit_kernel_is_plain_convolution():
+    plain = nn.Conv2d(8, 16, 1)
+    layer = ContextGatedConv2d.from_conv(plain)
+    assert layer.context_gate is None
+    x = torch.randn(2, 8, 5, 5)
+    torch.testing.assert_close(layer(x), plain(x))
+    assert torch.equal(layer.gate(x), torch.ones(2, 16, 8, 1, 1))
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_from_conv_keeps_weights_and_state_dict_names(dims):
+    plain = PLAIN[dims](8, 12, 3, stride=2, padding=1, bias=True)
+    layer = CGC[dims].from_conv(plain)
+    assert torch.equal(layer.weight, plain.weight) and torch.equal(layer.bias, plain.bias)
+    assert layer.stride == plain.stride and layer.padding == plain.padding
+    assert set(plain.state_dict()) <= set(layer.state_dict())
+    # a fresh layer loads the state dict and gives the same output
+    twin = CGC[dims](8, 12, 3, stride=2, padding=1)
+    twin.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 8, *spatial_shape(dims))
+    layer.eval(), twin.eval()
+    torch.testing.assert_close(layer(x), twin(x))
+    with pytest.raises(TypeError, match="expects a"):
+        CGC[dims].from_conv(nn.Linear(3, 3))
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_cgc_eval_mode_is_batch_independent(dims):
+    layer = CGC[dims](16, 16, 3, padding=1)
+    x = torch.randn(4, 16, *spatial_shape(dims))
+    layer.train()
+    for _ in range(3):
+        layer(x)  # populate the BatchNorm running statistics
+    layer.eval()
+    full = layer(x)
+    single = torch.cat([layer(x[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(full, single, rtol=1e-5, atol=1e-5)
+
+
+def test_cgc_num_segments_one_gate_per_video_from_cube_context():
+    t, n = 4, 2
+    layer = ContextGatedConv2d(16, 16, 3, padding=1, num_segments=t)
+    assert layer.context_size == (3, 3, 3)
+    assert layer.context_gate.encode.weight.shape == (27 // 2 + 1, 27)
+    x = torch.randn(n * t, 16, 8, 10)
+    y = layer(x)
+    gate = layer.gate(x)
+    assert gate.shape == (n, 16, 16, 3, 3)
+    clips = x.view(n, t, 16, 8, 10).transpose(1, 2)
+    ctx = F.adaptive_avg_pool3d(clips, (3, 3, 3)).flatten(2)
+    torch.testing.assert_close(gate, layer.context_gate(ctx).view_as(gate))
+    for v in range(n):
+        for f in range(t):
+            ref = F.conv2d(x[v * t + f : v * t + f + 1], layer.weight * gate[v], layer.bias, padding=1)
+            torch.testing.assert_close(y[v * t + f : v * t + f + 1], ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="not a multiple of num_segments=4"):
+        layer(torch.randn(6, 16, 8, 8))
+
+
+def test_cgc3d_context_size_gives_cgc1d_and_cgc3d():
+    temporal = ContextGatedConv3d(16, 16, (3, 1, 1), padding=(1, 0, 0))
+    assert temporal.context_size == (3, 1, 1)  # CGC-1D: temporal context
+    assert temporal.context_gate.encode.weight.shape == (2, 3)
+    spatial = ContextGatedConv3d(16, 16, (1, 3, 3), padding=(0, 1, 1), context_size=(3, 3, 3))
+    assert spatial.context_gate.encode.weight.shape == (14, 27)  # CGC-3D: cube context
+    x = torch.randn(2, 16, 6, 7, 7)
+    assert spatial(x).shape == (2, 16, 6, 7, 7)
+    assert spatial.gate(x).shape == (2, 16, 16, 1, 3, 3)
+    with pytest.raises(ValueError, match="context_size must be 3 positive ints"):
+        ContextGatedConv3d(4, 4, 3, context_size=(3, 3))
+    with pytest.raises(ValueError, match="num_segments applies to ContextGatedConv2d only"):
+        ContextGatedConv3d(4, 4, 3, num_segments=8)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_cgc_low_precision(dims, dtype):
+    layer = CGC[dims](16, 16, 3, padding=1).eval()
+    x = torch.randn(2, 16, *spatial_shape(dims))
+    ref = layer(x)
+    out = layer.to(dtype)(x.to(dtype))
+    assert out.dtype == dtype
+    tol = DTYPE_TOL[dtype] * 10
+    torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
+
+
+def test_cgc_autocast_bf16():
+    layer = ContextGatedConv2d(16, 16, 3, padding=1)
+    x = torch.randn(2, 16, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert layer.weight.grad is not None
+
+
+def test_cgc_compiles_without_graph_breaks():
+    layer = ContextGatedConv2d(16, 16, 3, padding=1, num_segments=2)
+    x = torch.randn(4, 16, 8, 8)
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), layer(x))

@@ -1,0 +1,78 @@
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from seqctx.modules import GCT, ChannelEquilibrium, ContextGatedConv2d, convert_to_cgc, insert_context
+
+
+def small_net():
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+    )
+
+
+def test_insert_gct_before_every_conv_keeps_names_and_output():
+    net = small_net().eval()
+    x = torch.randn(2, 3, 8, 8)
+    before = net(x)
+    keys = set(net.state_dict())
+    report = insert_context(net, "gct")
+    assert len(report) == 3 and report.added_parameters == 3 * (3 + 16 + 16)
+    assert isinstance(net[0].context, GCT) and net[0].context.num_channels == 3
+    assert keys <= set(net.state_dict())  # existing checkpoints still load
+    torch.testing.assert_close(net(x), before)  # GCT is an identity at init
+    with torch.no_grad():
+        net[3].context.gamma.fill_(1.0)
+        net[3].context.beta.fill_(0.5)
+    assert not torch.allclose(net(x), before)  # and really sits in the forward pass
+
+
+def test_insert_ce_after_every_norm_runs_on_the_normalised_output():
+    net = small_net()
+    report = insert_context(net, "ce", position="after_norm")
+    assert len(report) == 2
+    assert isinstance(net[1].context, ChannelEquilibrium)
+    seen = {}
+    net[1].context.register_forward_hook(lambda m, a, o: seen.setdefault("in", a[0]))
+    x = torch.randn(4, 3, 8, 8)
+    net(x)
+    bn_out = torch.nn.functional.batch_norm(net[0](x), None, None, net[1].weight, net[1].bias, True)
+    torch.testing.assert_close(seen["in"], bn_out, rtol=1e-4, atol=1e-5)
+
+
+def test_surgery_on_torchvision_resnet():
+    model = torchvision.models.resnet18(num_classes=10)
+    plain = sum(p.numel() for p in model.parameters())
+    report = convert_to_cgc(model)
+    n3x3 = sum(1 for m in torchvision.models.resnet18().modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1)
+    assert len(report) == n3x3  # the 7x7 stem and every 3x3; the 1x1 downsamples stay
+    assert isinstance(model.layer1[0].conv1, ContextGatedConv2d)
+    assert isinstance(model.layer2[0].downsample[0], nn.Conv2d)
+    assert not isinstance(model.layer2[0].downsample[0], ContextGatedConv2d)
+    assert sum(p.numel() for p in model.parameters()) == plain + report.added_parameters
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 10)
+    report2 = insert_context(model, "gct", include=lambda name, m: name.startswith("layer4"))
+    assert all(line.startswith("layer4") for line in report2.changed)
+    assert "modules changed" in str(report2)
+
+
+def test_convert_keeps_weights_and_passes_kwargs():
+    net = small_net()
+    w = net[0].weight.clone()
+    convert_to_cgc(net, num_segments=2)
+    assert torch.equal(net[0].weight, w) and net[0].num_segments == 2
+    assert isinstance(net[3], nn.Conv2d) and not isinstance(net[3], ContextGatedConv2d)
+    assert net(torch.randn(4, 3, 8, 8)).shape == (4, 32, 4, 4)
+
+
+def test_insert_context_rejects_bad_position():
+    with pytest.raises(ValueError, match="position must be 'before_conv' or 'after_norm', got 'after_conv'"):
+        insert_context(small_net(), "gct", position="after_conv")
