@@ -1,0 +1,1 @@
+"""Video: backbones (``models``), data loading (``data``), training and evaluation (``engine``)."""
