@@ -13,6 +13,40 @@ def _operators(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from seqctx.video.models import MODELS
+
+    for info in MODELS.values():
+        print(f"{info.name:10s} contexts: {', '.join(info.contexts)}")
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from seqctx.video.data import build_dataset
+    from seqctx.video.data.check import check_dataset, format_report
+
+    dataset = build_dataset(args.annotation, args.root, args.labels, args.format, backend=args.backend)
+    statuses = check_dataset(dataset, args.min_frames, args.workers)
+    print(format_report(statuses))
+    return int(any(s.status != "ok" for s in statuses))
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from seqctx.video.data import SynthConfig, generate_synthetic
+
+    cfg = SynthConfig(
+        classes=args.classes,
+        videos_per_class=args.videos_per_class,
+        num_frames=args.frames,
+        size=args.size,
+        seed=args.seed,
+    )
+    paths = generate_synthetic(args.out_dir, cfg, progress=True)
+    for name, path in paths.items():
+        print(f"{name:10s} {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqctx", description="Context modules for video and sequence models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -22,6 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=28)
     p.add_argument("--batch", type=int, default=8)
     p.set_defaults(func=_operators)
+
+    p = sub.add_parser("models", help="list the video models and the context operators each takes")
+    p.set_defaults(func=_models)
+
+    data = sub.add_parser("data", help="video data tools").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("check", help="open every video of an annotation file; exit 1 if any is bad")
+    p.add_argument("annotation", help="Kinetics CSV, SSv2 JSON, SSv1 CSV or a list file")
+    p.add_argument("--root", required=True, help="folder holding the videos (or frame folders)")
+    p.add_argument("--labels", help="labels file (SSv1/SSv2) or label map (Kinetics)")
+    p.add_argument("--format", choices=["kinetics", "ssv2", "ssv1", "list"], help="default: detected")
+    p.add_argument("--backend", default="decord", choices=["decord", "pyav", "torchcodec", "frames"])
+    p.add_argument("--min-frames", type=int, default=8, help="fewer frames than this is 'too short'")
+    p.add_argument("--workers", type=int, default=0)
+    p.set_defaults(func=_data_check)
+    p = data.add_parser("synth", help="write the synthetic motion data set (H.264 mp4 + SSv2-style JSON)")
+    p.add_argument("out_dir")
+    p.add_argument("--classes", type=int, default=10, help="2 to 10 (time-reversed pairs)")
+    p.add_argument("--videos-per-class", type=int, default=40)
+    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_data_synth)
 
     p = sub.add_parser("demo", help="the demo that `make demo` runs")
     p.add_argument("--channels", type=int, default=64)

@@ -1,0 +1,209 @@
+"""Reading frames: ``read_frames(path, indices, backend)`` -> uint8 ``(T, H, W, 3)``.
+
+Backends: ``decord`` (default; ``VideoReader.get_batch`` on the sorted unique indices), ``pyav``
+(seeks to the keyframe before each far-away wanted frame; opens what decord cannot, e.g. AV1),
+``torchcodec`` (optional; needs the system's FFmpeg libraries) and ``frames`` (a folder of JPEG
+frames, as Something-Something v1 ships). Open videos inside ``Dataset.__getitem__``, never in the
+parent process: a decord reader opened before forking hangs the DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+BACKENDS = ("decord", "pyav", "torchcodec", "frames")
+
+
+class VideoError(RuntimeError):
+    """A video that cannot be opened or decoded; the message names the file and the reason."""
+
+
+class VideoSource(Protocol):
+    num_frames: int
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor: ...
+
+
+def _gather(unique: list[int], frames: np.ndarray | torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
+    """Frames decoded once for ``unique`` (sorted) -> the requested order, repeats included."""
+    pos = {idx: i for i, idx in enumerate(unique)}
+    batch = torch.as_tensor(frames)
+    return batch[[pos[i] for i in indices]]
+
+
+def _validate(indices: Sequence[int], num_frames: int, path: str | Path) -> list[int]:
+    if len(indices) == 0:
+        raise ValueError("read_frames needs at least one index")
+    bad = [i for i in indices if not 0 <= i < num_frames]
+    if bad:
+        raise VideoError(f"{path}: frame indices {bad[:5]} out of range for {num_frames} frames")
+    return sorted(set(int(i) for i in indices))
+
+
+class DecordSource:
+    def __init__(self, path: str | Path, num_threads: int = 1) -> None:
+        import decord
+
+        self.path = path
+        try:
+            self.reader = decord.VideoReader(str(path), num_threads=num_threads)
+        except Exception as e:  # decord raises its own DECORDError and RuntimeErrors
+            raise VideoError(f"{path}: decord cannot open it ({str(e).splitlines()[0]})") from e
+        self.num_frames = len(self.reader)
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        unique = _validate(indices, self.num_frames, self.path)
+        try:
+            frames = self.reader.get_batch(unique).asnumpy()  # (U, H, W, 3) uint8
+        except Exception as e:
+            raise VideoError(f"{self.path}: decord failed to decode frames {unique[:5]}...: {e}") from e
+        return _gather(unique, frames, indices)
+
+
+class PyAVSource:
+    """PyAV decoding with keyframe seeking: frames are located by their timestamps, and the
+    decoder seeks again when the next wanted frame is more than ``seek_gap`` frames ahead."""
+
+    def __init__(self, path: str | Path, seek_gap: int = 32) -> None:
+        import av
+
+        self.path = path
+        self.seek_gap = seek_gap
+        try:
+            self.container = av.open(str(path))
+            self.stream = self.container.streams.video[0]
+        except Exception as e:
+            raise VideoError(f"{path}: PyAV cannot open it ({e})") from e
+        self.stream.thread_type = "AUTO"
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        if not rate:
+            raise VideoError(f"{path}: no frame rate in the video stream")
+        self.fps = float(rate)
+        self.time_base = float(self.stream.time_base)
+        self.start = self.stream.start_time or 0
+        frames = self.stream.frames
+        if not frames:  # containers like webm/mkv do not store a count: estimate from the duration
+            duration = self.stream.duration or 0
+            if duration:
+                seconds = duration * self.time_base
+            else:  # the container's duration counts from 0, the frames from the stream's start
+                seconds = (self.container.duration or 0) / 1e6 - self.start * self.time_base
+            frames = int(round(seconds * self.fps))
+        if frames < 1:
+            raise VideoError(f"{path}: the video stream has no frames")
+        self.num_frames = frames
+
+    def _index(self, pts: int) -> int:
+        return int(round((pts - self.start) * self.time_base * self.fps))
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        unique = _validate(indices, self.num_frames, self.path)
+        got: dict[int, np.ndarray] = {}
+        want = iter(unique)
+        target: int | None = next(want)
+        seek = target > self.seek_gap
+        try:
+            while target is not None:
+                if seek:  # lands on the keyframe at or before the target
+                    pts = self.start + int(target / self.fps / self.time_base)
+                    self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
+                seek, last = False, None
+                for frame in self.container.decode(self.stream):
+                    position = self._index(frame.pts if frame.pts is not None else 0)
+                    last, collected = frame, False
+                    while target is not None and position >= target:
+                        got[target] = frame.to_ndarray(format="rgb24")
+                        target, collected = next(want, None), True
+                    if target is None:
+                        break
+                    if collected and target - position > self.seek_gap:
+                        seek = True  # the next wanted frame is far: jump instead of decoding
+                        break
+                else:  # end of stream: timestamps ran short of the estimated count; repeat the last frame
+                    if last is None:
+                        raise VideoError(f"{self.path}: no frame decoded at or after index {target}")
+                    while target is not None:
+                        got[target] = last.to_ndarray(format="rgb24")
+                        target = next(want, None)
+        except VideoError:
+            raise
+        except Exception as e:
+            raise VideoError(f"{self.path}: PyAV failed to decode: {e}") from e
+        return _gather(unique, np.stack([got[i] for i in unique]), indices)
+
+
+class TorchCodecSource:
+    def __init__(self, path: str | Path) -> None:
+        try:
+            from torchcodec.decoders import VideoDecoder
+        except Exception as e:  # ImportError, or a RuntimeError when FFmpeg's libraries are missing
+            raise VideoError(
+                f"backend='torchcodec' needs the torchcodec package and the system's FFmpeg libraries "
+                f"(e.g. Debian's libavcodec59 family): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from e
+        self.path = path
+        try:
+            self.decoder = VideoDecoder(str(path), dimension_order="NHWC", device="cpu")
+        except Exception as e:
+            raise VideoError(f"{path}: torchcodec cannot open it ({e})") from e
+        self.num_frames = int(self.decoder.metadata.num_frames or len(self.decoder))
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        unique = _validate(indices, self.num_frames, self.path)
+        return _gather(unique, self.decoder.get_frames_at(unique).data, indices)
+
+
+class FrameFolderSource:
+    """A folder of JPEG frames ``{folder}/{template.format(i + start)}`` (SSv1: ``00001.jpg``)."""
+
+    def __init__(self, folder: str | Path, template: str = "{:05d}.jpg", start: int = 1) -> None:
+        self.folder = Path(folder)
+        self.template, self.start = template, start
+        if not self.folder.is_dir():
+            raise VideoError(f"{folder}: no such frame folder")
+        suffix = Path(template.format(0)).suffix
+        self.num_frames = sum(1 for name in os.listdir(self.folder) if name.endswith(suffix))
+        if self.num_frames == 0:
+            raise VideoError(f"{folder}: the frame folder holds no '{suffix}' files")
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+        unique = _validate(indices, self.num_frames, self.folder)
+        frames = []
+        for i in unique:
+            path = self.folder / self.template.format(i + self.start)
+            try:
+                frames.append(decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB).permute(1, 2, 0))
+            except Exception as e:
+                raise VideoError(f"{path}: cannot decode the JPEG frame ({e})") from e
+        return _gather(unique, torch.stack(frames), indices)
+
+
+def open_video(path: str | Path, backend: str = "decord", num_threads: int = 1) -> VideoSource:
+    """Open a video (or a frame folder with ``backend="frames"``); ``.num_frames``, ``.read(idx)``."""
+    if backend == "decord":
+        return DecordSource(path, num_threads)
+    if backend == "pyav":
+        return PyAVSource(path)
+    if backend == "torchcodec":
+        return TorchCodecSource(path)
+    if backend == "frames":
+        return FrameFolderSource(path)
+    raise ValueError(f"unknown video backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+
+
+def read_frames(path: str | Path, indices: Sequence[int], backend: str = "decord") -> torch.Tensor:
+    """The frames at ``indices`` (0-based, any order, repeats allowed) as uint8 ``(T, H, W, 3)``."""
+    path = Path(path)
+    if backend != "frames" and not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    if backend != "frames" and path.stat().st_size == 0:
+        raise VideoError(f"{path}: the file is empty")
+    return open_video(path, backend).read(indices)

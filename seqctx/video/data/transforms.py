@@ -1,0 +1,149 @@
+"""Clip transforms: one random draw per clip, the same crop for every frame.
+
+Input: uint8 ``(T, H, W, C)`` (as decoded) or ``(T, C, H, W)``. Output of the built pipelines:
+float ``(3, T, H, W)``, or ``(V, 3, T, H, W)`` for multi-crop testing. Geometric steps use
+``torchvision.transforms.v2`` on the ``(T, C, H, W)`` clip, which it treats as a batch sharing
+one set of random parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_tchw(clip: Tensor) -> Tensor:
+    """``(T, H, W, C) -> (T, C, H, W)``; a ``(T, C, H, W)`` clip (C of 1 or 3) passes through."""
+    if clip.dim() != 4:
+        raise ValueError(f"a clip must be 4-D (T, H, W, C) or (T, C, H, W), got shape {tuple(clip.shape)}")
+    if clip.shape[1] in (1, 3) and clip.shape[-1] not in (1, 3):
+        return clip
+    return clip.permute(0, 3, 1, 2)
+
+
+class MultiScaleCrop:
+    """TSN's multi-scale crop (Wang et al., ECCV 2016, sec. 3.2): the crop's width and height are
+    each ``scale * min(H, W)`` for scales in ``scales``, at most ``max_distort`` steps apart; its
+    position is one of the fixed corners/centre (13 with ``more_fix_crop``); then resize to ``size``."""
+
+    def __init__(
+        self,
+        size: int,
+        scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
+        max_distort: int = 1,
+        more_fix_crop: bool = True,
+    ) -> None:
+        self.size, self.scales, self.max_distort, self.more_fix_crop = size, tuple(scales), max_distort, more_fix_crop
+
+    def _offsets(self, w: int, h: int, cw: int, ch: int) -> list[tuple[int, int]]:
+        sw, sh = (w - cw) // 4, (h - ch) // 4
+        pos = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2)]
+        if self.more_fix_crop:
+            pos += [(0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3)]
+        return [(sw * x, sh * y) for x, y in pos]
+
+    def __call__(self, clip: Tensor) -> Tensor:
+        h, w = clip.shape[-2:]
+        base = min(h, w)
+        sizes = [int(base * s) for s in self.scales]
+        sizes = [self.size if abs(s - self.size) < 3 else s for s in sizes]
+        pairs = [(cw, ch) for i, ch in enumerate(sizes) for j, cw in enumerate(sizes) if abs(i - j) <= self.max_distort]
+        cw, ch = pairs[int(torch.randint(len(pairs), ()))]  # torch's RNG: seeded per DataLoader worker
+        offsets = self._offsets(w, h, cw, ch)
+        x, y = offsets[int(torch.randint(len(offsets), ()))]
+        clip = TF.crop(clip, y, x, ch, cw)
+        return TF.resize(clip, [self.size, self.size], antialias=True)
+
+
+class ThreeCrop:
+    """Three ``size x size`` crops along the longer side (start, centre, end): TSM's and the
+    Non-local test protocol. Returns ``(3, T, C, size, size)``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, clip: Tensor) -> Tensor:
+        h, w = clip.shape[-2:]
+        s = self.size
+        if min(h, w) < s:
+            raise ValueError(f"ThreeCrop({s}) needs frames of at least {s}x{s}, got {h}x{w}")
+        if w >= h:
+            tops_lefts = [((h - s) // 2, x) for x in (0, (w - s) // 2, w - s)]
+        else:
+            tops_lefts = [(y, (w - s) // 2) for y in (0, (h - s) // 2, h - s)]
+        return torch.stack([TF.crop(clip, y, x, s, s) for y, x in tops_lefts])
+
+
+class TenCrop:
+    """The four corners and the centre, and their horizontal flips: ``(10, T, C, size, size)``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, clip: Tensor) -> Tensor:
+        return torch.stack(TF.ten_crop(clip, [self.size, self.size]))
+
+
+class Normalize:
+    """uint8 ``(..., T, C, H, W)`` -> float ``(..., C, T, H, W)`` in ImageNet statistics."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        self.mean = torch.tensor(mean).view(-1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1)
+
+    def __call__(self, clip: Tensor) -> Tensor:
+        x = (clip.float() / 255.0 - self.mean) / self.std
+        return x.transpose(-4, -3)
+
+
+def build_transform(
+    train: bool,
+    size: int = 224,
+    scale_size: int | None = None,
+    crop: str = "multiscale",
+    flip: bool = True,
+    test_crops: int = 1,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Callable[[Tensor], Tensor]:
+    """The standard clip pipelines.
+
+    Train: resize the short side to ``scale_size`` (default ``size * 256 // 224``), then
+    ``crop`` = ``"multiscale"`` (TSN/TSM) or ``"random_resized"`` (Inception-style), a horizontal
+    flip if ``flip`` (keep it off for Something-Something, where left and right are labels),
+    normalise -> ``(3, T, size, size)``.
+
+    Test: resize the short side to ``scale_size``, then a centre crop of ``size``
+    (``test_crops=1``), three crops along the long side covering it at ``scale_size``
+    (``3``), or ten crops (``10``) -> ``(V, 3, T, size, size)`` when ``test_crops > 1``.
+    """
+    scale_size = scale_size or size * 256 // 224
+    steps: list[Callable[[Tensor], Tensor]] = [to_tchw]
+    if train:
+        if crop == "multiscale":
+            steps += [v2.Resize(scale_size, antialias=True), MultiScaleCrop(size)]
+        elif crop == "random_resized":
+            steps += [v2.RandomResizedCrop(size, antialias=True)]
+        else:
+            raise ValueError(f"crop must be 'multiscale' or 'random_resized', got {crop!r}")
+        if flip:
+            steps.append(v2.RandomHorizontalFlip())
+    else:
+        steps.append(v2.Resize(scale_size, antialias=True))
+        if test_crops == 1:
+            steps.append(v2.CenterCrop(size))
+        elif test_crops == 3:
+            steps.append(ThreeCrop(size))
+        elif test_crops == 10:
+            steps.append(TenCrop(size))
+        else:
+            raise ValueError(f"test_crops must be 1, 3 or 10, got {test_crops}")
+    steps.append(Normalize(mean, std))
+    return v2.Compose(steps)

@@ -1,0 +1,90 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqctx.video.data import VideoError, open_video, read_frames
+
+DATA = Path(__file__).parents[2] / "data"
+MP4 = DATA / "kinetics" / "SOX5yA1l24A_000299_000309.mp4"
+WEBM = DATA / "ssv2" / "videos" / "100005.webm"
+MKV = DATA / "kinetics" / "pancake.mkv"
+
+
+@pytest.mark.parametrize("path,frames", [(MP4, 332), (WEBM, 53), (MKV, 310)])
+def test_decord_reads_real_videos(path, frames):
+    source = open_video(path)
+    assert source.num_frames == frames
+    idx = [5, 0, 5, frames - 1]
+    out = read_frames(path, idx)
+    assert out.dtype == torch.uint8 and out.shape[0] == 4 and out.shape[-1] == 3
+    assert torch.equal(out[0], out[2])  # repeats come back in the requested order
+    assert not torch.equal(out[0], out[1])
+
+
+@pytest.mark.parametrize("path", [MP4, WEBM, MKV])
+def test_pyav_seeking_matches_decord_frame_for_frame(path):
+    n = open_video(path).num_frames
+    idx = [0, 3, n // 2, min(n - 1, n // 2 + 40), n - 2]
+    a = read_frames(path, idx, backend="decord")
+    b = read_frames(path, idx, backend="pyav")
+    assert a.shape == b.shape
+    assert (a.float() - b.float()).abs().mean() < 1.0
+
+
+def test_frame_folder_backend(tmp_path):
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    frames = read_frames(WEBM, list(range(6)))
+    folder = tmp_path / "1234"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        (folder / f"{i + 1:05d}.jpg").write_bytes(encode_jpeg(f.permute(2, 0, 1), quality=95).numpy().tobytes())
+    out = read_frames(folder, [0, 5, 2], backend="frames")
+    assert out.shape == (3, 240, 427, 3)
+    ref = decode_jpeg(torch.frombuffer(bytearray((folder / "00006.jpg").read_bytes()), dtype=torch.uint8))
+    assert torch.equal(out[1], ref.permute(1, 2, 0))
+
+
+def test_errors_name_the_file(tmp_path):
+    with pytest.raises(VideoError, match="no such file"):
+        read_frames(tmp_path / "nope.mp4", [0])
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    with pytest.raises(VideoError, match="empty.mp4: the file is empty"):
+        read_frames(empty, [0])
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    for backend in ("decord", "pyav"):
+        with pytest.raises(VideoError, match="corrupt.mp4"):
+            read_frames(corrupt, [0], backend=backend)
+    with pytest.raises(VideoError, match=r"out of range for 332 frames"):
+        read_frames(MP4, [400])
+    with pytest.raises(ValueError, match="unknown video backend 'opencv'"):
+        open_video(MP4, "opencv")
+
+
+def test_truncated_video_raises_or_decodes_what_is_there(tmp_path):
+    cut = tmp_path / "cut.mp4"
+    data = MP4.read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(VideoError, match="cut.mp4"):
+        source = open_video(cut)
+        source.read([source.num_frames - 1])
+
+
+def test_torchcodec_backend_reports_what_it_needs():
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except Exception:
+        with pytest.raises(VideoError, match="needs the torchcodec package"):
+            open_video(MP4, "torchcodec")
+    else:
+        a = read_frames(MP4, [0, 100], backend="torchcodec")
+        assert torch.equal(a.shape, read_frames(MP4, [0, 100]).shape)
+
+
+def test_videos_can_be_copied_and_reopened(tmp_path):
+    shutil.copy(WEBM, tmp_path / "v.webm")
+    assert open_video(tmp_path / "v.webm", "pyav").num_frames == 53
