@@ -10,6 +10,7 @@ Usage: ``python scripts/bench_models.py [--small] [--device cuda] [--models tsm_
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import torch
 from benchlib import device_info, peak_memory_bytes, print_table, time_interleaved, write_json
@@ -18,6 +19,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from seqctx.video.models import MODELS, build_model
 
 DEFAULT_MODELS = ["tsn_r50", "tsm_r50", "p3d_r50", "i3d_r50"]
+
+
+def train_step(model: torch.nn.Module, clip: torch.Tensor) -> None:
+    model.zero_grad(set_to_none=True)
+    model(clip).sum().backward()
 
 
 def forward_flops(model: torch.nn.Module, clip: torch.Tensor) -> int:
@@ -50,11 +56,7 @@ def main() -> None:
             model = build_model(name, 174, num_segments=frames, context=context, input_size=size).to(device)
             models[str(context)] = model
 
-        def step(model: torch.nn.Module) -> None:
-            model.zero_grad(set_to_none=True)
-            model(clip).sum().backward()
-
-        steps = {k: (lambda m=m: step(m)) for k, m in models.items()}
+        steps = {k: partial(train_step, m, clip) for k, m in models.items()}
         times = time_interleaved(steps, device, args.rounds, warmup=1)
         for k, model in models.items():
             mem = peak_memory_bytes(steps[k], device)
