@@ -6,6 +6,43 @@ import argparse
 from collections.abc import Sequence
 
 
+def _train(args: argparse.Namespace) -> int:
+    from seqctx.video.engine import Trainer, load_config
+
+    overrides = list(args.set) + ([f"work_dir={args.work_dir}"] if args.work_dir else [])
+    trainer = Trainer(load_config(args.config, overrides), resume=args.resume)
+    metrics = trainer.fit()
+    trainer.close()
+    print(" ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from seqctx.video.engine import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.config, args.checkpoint, args.clips, args.crops, args.set, args.out)
+    print(f"{result.num_videos} videos: top-1 {result.top1:.2f}  top-5 {result.top5:.2f}  "
+          f"mean class accuracy {result.mean_class_accuracy:.2f}")  # fmt: skip
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from seqctx.video.engine import predict_videos
+
+    for video, top in predict_videos(args.config, args.checkpoint, args.videos, k=5).items():
+        print(video)
+        for name, score in top:
+            print(f"  {score:6.3f}  {name}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from seqctx.video.engine.demo import run_demo
+
+    run_demo(args.config, args.work_dir, args.set)
+    return 0
+
+
 def _operators(args: argparse.Namespace) -> int:
     from seqctx.showcase import print_operator_table
 
@@ -79,11 +116,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_data_synth)
 
-    p = sub.add_parser("demo", help="the demo that `make demo` runs")
-    p.add_argument("--channels", type=int, default=64)
-    p.add_argument("--size", type=int, default=28)
-    p.add_argument("--batch", type=int, default=8)
-    p.set_defaults(func=_operators)
+    p = sub.add_parser("train", help="train a video model from a YAML config (also under torchrun)")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--work-dir", help="where checkpoints, logs and plots go (config: work_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/latest.pt")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("test", help="multi-clip x multi-crop evaluation of a checkpoint")
+    p.add_argument("config", help="YAML config (the checkpoint's own config is used for the model)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--clips", type=int, help="clips per video (default: data.test_clips)")
+    p.add_argument("--crops", type=int, choices=[1, 3, 10], help="crops per clip (default: data.test_crops)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", help="per-video predictions CSV (default: next to the checkpoint)")
+    p.set_defaults(func=_test)
+
+    p = sub.add_parser("predict", help="top-5 classes of video files")
+    p.add_argument("config")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("videos", nargs="+")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("demo", help="synthetic motion data, train TSN / TSM / TSM+CGC, print their accuracies")
+    p.add_argument("--config", default="video_configs/demo_synthetic.yaml")
+    p.add_argument("--work-dir", default="work_dirs/demo")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_demo)
     return parser
 
 

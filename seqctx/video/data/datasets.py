@@ -54,6 +54,9 @@ class VideoDataset(Dataset):
             raises :class:`VideoError` naming the file.
         backend: ``decord``, ``pyav``, ``torchcodec`` or ``frames``.
         classes: class names by index.
+        seed: with :meth:`set_epoch`, makes each item's random sampling and augmentation a
+            function of ``(seed, epoch, index)`` only: the same whatever the number of workers or
+            processes, and exactly reproducible when a run resumes.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class VideoDataset(Dataset):
         on_error: str = "skip",
         backend: str = "decord",
         classes: Sequence[str] = (),
+        seed: int = 0,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -75,8 +79,13 @@ class VideoDataset(Dataset):
         self.on_error = on_error
         self.backend = backend
         self.classes = list(classes)
+        self.seed = seed
+        self.epoch = 0
         self._failures = mp.Value("i", 0)  # shared with forked DataLoader workers
         self._logged: set[str] = set()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     @property
     def failures(self) -> int:
@@ -104,15 +113,17 @@ class VideoDataset(Dataset):
         if path.is_file() and path.stat().st_size == 0:
             raise VideoError(f"{path}: the file is empty")
         source = open_video(path, self.backend)  # opened here, in the worker
-        rng = np.random.default_rng(int(torch.randint(2**31, ())))  # seeded per worker by torch
+        rng = np.random.default_rng([self.seed, self.epoch, index])
         indices = self.sampler(source.num_frames, rng=rng)
         clips = indices if indices and isinstance(indices[0], list) else [indices]
         flat = [i for clip in clips for i in clip]
         frames = source.read(flat)  # one decode for all clips: (sum T, H, W, 3)
         views = []
-        for k, clip in enumerate(clips):
-            x = frames[k * len(clip) : (k + 1) * len(clip)]
-            views.append(self.transform(x) if self.transform is not None else x)
+        with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from torch's RNG
+            torch.manual_seed(int(rng.integers(2**62)))
+            for k, clip in enumerate(clips):
+                x = frames[k * len(clip) : (k + 1) * len(clip)]
+                views.append(self.transform(x) if self.transform is not None else x)
         if len(views) == 1:
             out = views[0]
         else:  # several clips (and crops): (V, 3, T, H, W)

@@ -100,7 +100,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int, gop: int) -> None:
         stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"g": str(gop), "crf": "18", "preset": "veryfast"}
+        stream.options = {"g": str(gop), "crf": "18", "preset": "veryfast", "threads": "1"}  # 1 thread: deterministic
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())

@@ -115,12 +115,13 @@ def build_transform(
 ) -> Callable[[Tensor], Tensor]:
     """The standard clip pipelines.
 
-    Train: resize the short side to ``scale_size`` (default ``size * 256 // 224``), then
-    ``crop`` = ``"multiscale"`` (TSN/TSM) or ``"random_resized"`` (Inception-style), a horizontal
+    Train: ``crop`` = ``"multiscale"`` (TSN/TSM's corner crops at scales of the short side,
+    resized to ``size``) or ``"random_resized"`` (Inception-style), a horizontal
     flip if ``flip`` (keep it off for Something-Something, where left and right are labels),
     normalise -> ``(3, T, size, size)``.
 
-    Test: resize the short side to ``scale_size``, then a centre crop of ``size``
+    Test: resize the short side to ``scale_size`` (default ``size * 256 // 224``), then a
+    centre crop of ``size``
     (``test_crops=1``), three crops along the long side covering it at ``scale_size``
     (``3``), or ten crops (``10``) -> ``(V, 3, T, size, size)`` when ``test_crops > 1``.
     """
@@ -128,7 +129,9 @@ def build_transform(
     steps: list[Callable[[Tensor], Tensor]] = [to_tchw]
     if train:
         if crop == "multiscale":
-            steps += [v2.Resize(scale_size, antialias=True), MultiScaleCrop(size)]
+            # Crop sizes are fractions of the short side, so cropping the decoded frames and
+            # resizing once equals TSN's resize-to-scale_size-then-crop, at the cost of one resize.
+            steps.append(MultiScaleCrop(size))
         elif crop == "random_resized":
             steps += [v2.RandomResizedCrop(size, antialias=True)]
         else:

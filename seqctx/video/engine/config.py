@@ -1,0 +1,201 @@
+"""Experiment configs: YAML files (``_base_`` inheritance or flat), validated into dataclasses.
+
+Unknown keys and wrong types fail with the key's dotted name; ``--set a.b=value`` overrides
+(values parsed as YAML). Keys match the constructor arguments they feed (``build_model``,
+``build_transform``, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tsm_r50"
+    num_classes: int = 174
+    num_segments: int = 8
+    context: str | None = None
+    dropout: float = 0.5
+    pretrained: str | None = None
+    width: int = 64
+    input_size: int = 224
+
+
+@dataclass
+class DataConfig:
+    format: str = "ssv2"  # kinetics | ssv2 | ssv1 | list
+    root: str = ""
+    train_annotation: str = ""
+    val_annotation: str = ""
+    labels: str | None = None
+    backend: str = "decord"
+    sampler: str = "segments"  # segments | dense
+    frame_interval: int = 1
+    size: int = 224
+    scale_size: int | None = None
+    crop: str = "multiscale"
+    flip: bool = True
+    test_clips: int = 1
+    test_crops: int = 1
+    batch_size: int = 8
+    workers: int = 2
+    on_error: str = "skip"
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 5e-4
+    schedule: str = "multistep"  # step | multistep | cosine
+    milestones: list[int] = field(default_factory=lambda: [26, 36])
+    step_size: int = 30
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    warmup_epochs: float = 0.0
+    clip_grad: float | None = 20.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 45
+    seed: int = 0
+    amp: str | None = None  # None | bf16 | fp16 (fp16 on CUDA only)
+    channels_last: bool = False
+    accumulate: int = 1
+    freeze_bn: str = "none"  # none | partial (TSN: all but the first BN) | all
+    sync_bn: bool = False
+    eval_every: int = 1
+    checkpoint_every: int = 0  # iterations between mid-epoch checkpoints (0: at epoch ends only)
+    log_every: int = 10
+    device: str = "auto"
+    threads: int | None = None
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    work_dir: str = "work_dirs/run"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _check_type(value, opt, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
+        (inner,) = typing.get_args(hint)
+        return [_check_type(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML reads 5e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"config key {key!r} must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; valid keys here: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_type(value, hint, prefix + name)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config with its ``_base_`` files (a path or a list, relative to the file) merged
+    underneath, loaded with ``yaml.safe_load``."""
+    path = Path(path)
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping")
+    bases = data.pop("_base_", [])
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = _merge(merged, read_yaml(path.parent / base))
+    return _merge(merged, data)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.1", "model.context=cgc"]`` -> nested updates (values parsed as YAML)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read, merge, override and validate a config."""
+    data = read_yaml(path) if path is not None else {}
+    return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    return _build(Config, data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

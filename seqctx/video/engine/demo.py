@@ -1,0 +1,46 @@
+"""The demo behind ``make demo``: synthesise the motion data set, train TSN, TSM and TSM+CGC on
+it, evaluate, and print a table of their accuracies with the plots' paths."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .config import load_config
+from .train import Trainer
+
+DEMO_MODELS = [("TSN", "tsn_r18", None), ("TSM", "tsm_r18", None), ("TSM+CGC", "tsm_r18", "cgc")]
+
+
+def run_demo(
+    config: str | Path, work_dir: str | Path = "work_dirs/demo", overrides: list[str] | None = None
+) -> list[dict]:
+    from seqctx.video.data import SynthConfig, generate_synthetic
+
+    work_dir = Path(work_dir)
+    data = work_dir / "data"
+    if not (data / "validation.json").is_file():
+        print(f"synthesising the motion data set into {data} ...", flush=True)
+        generate_synthetic(data, SynthConfig(), progress=True)
+    rows = []
+    for label, name, context in DEMO_MODELS:
+        run = work_dir / label.lower().replace("+", "_")
+        sets = [
+            f"model.name={name}", f"model.context={'null' if context is None else context}", f"work_dir={run}",
+            f"data.root={data / 'videos'}", f"data.train_annotation={data / 'train.json'}",
+            f"data.val_annotation={data / 'validation.json'}", f"data.labels={data / 'labels.json'}",
+        ]  # fmt: skip
+        cfg = load_config(config, sets + list(overrides or []))
+        (run / "metrics.jsonl").unlink(missing_ok=True)
+        print(f"training {label} ({name}, context={context}) for {cfg.train.epochs} epochs ...", flush=True)
+        t0 = time.perf_counter()
+        trainer = Trainer(cfg)
+        metrics = trainer.fit()
+        rows.append({"model": label, **metrics, "minutes": (time.perf_counter() - t0) / 60,
+                     "plots": f"{run / 'loss.png'}, {run / 'accuracy.png'}"})  # fmt: skip
+    print()
+    for r in rows:
+        print(f"{r['model']:8s} top-1 {r['top1']:5.1f}  top-5 {r['top5']:5.1f}  mean-class {r['mean_class_accuracy']:5.1f}"
+              f"  ({r['minutes']:.1f} min)  plots: {r['plots']}")  # fmt: skip
+    print("Classes come in time-reversed pairs: a frame-order-blind model (TSN) tops out near 50% top-1.")
+    return rows

@@ -1,0 +1,78 @@
+"""Building the pieces a run needs from its config: model, datasets, loaders, epoch sampler."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from seqctx.video.data import VideoDataset, build_dataset, build_sampler, build_transform
+from seqctx.video.models import build_model
+
+from .config import Config
+
+
+class EpochSampler(Sampler[int]):
+    """The indices of one epoch: a permutation drawn from ``(seed, epoch)`` when shuffling, this
+    rank's share (``rank::world``, padded to equal length as DistributedSampler does), minus the
+    first ``skip`` indices when a run resumes mid-epoch."""
+
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
+        self.epoch, self.skip = 0, 0
+        self.per_rank = math.ceil(size / world)
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        order += order[: self.per_rank * self.world - self.size]
+        return order[self.rank :: self.world][self.skip :]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+
+def make_model(cfg: Config) -> nn.Module:
+    m = cfg.model
+    return build_model(
+        m.name, m.num_classes, num_segments=m.num_segments, context=m.context, dropout=m.dropout,
+        pretrained=m.pretrained, width=m.width, input_size=m.input_size,
+    )  # fmt: skip
+
+
+def make_dataset(
+    cfg: Config, train: bool, annotation: str | None = None, clips: int | None = None, crops: int | None = None
+) -> VideoDataset:
+    d = cfg.data
+    sampler = build_sampler(
+        d.sampler, train=train, num_segments=cfg.model.num_segments, frame_interval=d.frame_interval,
+        num_clips=clips or d.test_clips,
+    )  # fmt: skip
+    transform = build_transform(
+        train, size=d.size, scale_size=d.scale_size, crop=d.crop, flip=d.flip, test_crops=crops or d.test_crops
+    )
+    return build_dataset(
+        annotation or (d.train_annotation if train else d.val_annotation), d.root, d.labels, d.format,
+        sampler=sampler, transform=transform, on_error=d.on_error if train else "skip", backend=d.backend,
+        seed=cfg.train.seed,
+    )  # fmt: skip
+
+
+def make_loader(cfg: Config, dataset: VideoDataset, sampler: Sampler[int], batch_size: int) -> DataLoader:
+    workers = cfg.data.workers
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available(),
+        drop_last=False, generator=torch.Generator().manual_seed(cfg.train.seed),  # leaves the global RNG alone
+    )  # fmt: skip

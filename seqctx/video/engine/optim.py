@@ -1,0 +1,68 @@
+"""Optimisers with weight-decay groups, and learning-rate schedules with linear warmup."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import OptimConfig
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
+    """Two groups: with and without weight decay. No decay for biases, normalisers' parameters,
+    1-D parameters, and every name a module lists in its ``no_weight_decay()`` (GCT's ``beta``)."""
+    no_decay: set[int] = set()
+    for module in model.modules():
+        own = dict(module.named_parameters(recurse=False))
+        if isinstance(module, _NORMS):
+            no_decay.update(id(p) for p in own.values())
+        if hasattr(module, "no_weight_decay"):
+            no_decay.update(id(own[n]) for n in module.no_weight_decay() if n in own)
+    decay, plain = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        (plain if id(p) in no_decay or p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    raise ValueError(f"optim.name must be 'sgd' or 'adamw', got {cfg.name!r}")
+
+
+def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """The multiplier of ``cfg.lr`` at iteration ``step``: linear warmup over
+    ``warmup_epochs``, then ``step`` (x gamma every ``step_size`` epochs), ``multistep``
+    (x gamma at each milestone epoch) or ``cosine`` (to ``min_lr`` at the end)."""
+    epoch = step / steps_per_epoch
+    warm = cfg.warmup_epochs
+    if warm > 0 and epoch < warm:
+        return (epoch + 1 / steps_per_epoch) / warm
+    if cfg.schedule == "step":
+        return cfg.gamma ** int(epoch // cfg.step_size)
+    if cfg.schedule == "multistep":
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    if cfg.schedule == "cosine":
+        progress = min(1.0, (epoch - warm) / max(1e-8, epochs - warm))
+        floor = cfg.min_lr / cfg.lr
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"optim.schedule must be 'step', 'multistep' or 'cosine', got {cfg.schedule!r}")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-iteration scheduler (call ``step()`` after every optimiser step)."""
+    lr_factor(cfg, 0, steps_per_epoch, epochs)  # validate the schedule name now
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(cfg, step, max(1, steps_per_epoch), epochs)
+    )

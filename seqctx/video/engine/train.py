@@ -1,0 +1,236 @@
+"""Training: ``Trainer(cfg).fit()``; the same code runs alone or under ``torchrun`` (DDP)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import Config, save_config
+from .distributed import all_reduce_mean, barrier, cleanup, init_distributed, is_main, local_device
+from .evaluate import EvalResult, evaluate
+from .loop import EpochSampler, make_dataset, make_loader, make_model
+from .optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def freeze_batchnorm(model: nn.Module, mode: str) -> None:
+    """``"all"``: every BatchNorm uses its running statistics; ``"partial"``: TSN's partial BN,
+    every BatchNorm but the first keeps its statistics and its affine parameters fixed."""
+    if mode == "none":
+        return
+    if mode not in ("partial", "all"):
+        raise ValueError(f"train.freeze_bn must be 'none', 'partial' or 'all', got {mode!r}")
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for i, m in enumerate(norms):
+        if mode == "partial" and i == 0:
+            continue
+        m.eval()
+        if mode == "partial":
+            m.weight.requires_grad_(False)
+            m.bias.requires_grad_(False)
+
+
+def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
+    if amp is None:
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError("train.amp='fp16' needs CUDA; use 'bf16' on CPU")
+        return torch.float16
+    raise ValueError(f"train.amp must be null, 'bf16' or 'fp16', got {amp!r}")
+
+
+class Trainer:
+    """Trains ``cfg.model`` on ``cfg.data`` and evaluates it; writes into ``cfg.work_dir``:
+    ``config.yaml`` (resolved), ``metrics.jsonl``, ``latest.pt``, ``best.pt`` and the plots.
+
+    ``on_iteration(epoch, iteration)`` is called after every iteration (tests use it to stop a
+    run as a kill would).
+    """
+
+    def __init__(
+        self, cfg: Config, resume: bool = False, progress: bool = True,
+        on_iteration: Callable[[int, int], None] | None = None,
+    ) -> None:  # fmt: skip
+        self.cfg, self.progress, self.on_iteration = cfg, progress, on_iteration
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = local_device(t.device)
+        self.rank, self.world = init_distributed(self.device)
+        seed_everything(t.seed)
+        self.work_dir = Path(cfg.work_dir)
+        self.amp = amp_dtype(t.amp, self.device)
+        self.model = make_model(cfg).to(self.device)
+        if t.sync_bn and self.device.type == "cuda" and self.world > 1:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if t.channels_last:
+            fmt = torch.channels_last_3d if cfg.model.name.startswith(("p3d", "i3d")) else torch.channels_last
+            self.model = self.model.to(memory_format=fmt)
+        freeze_batchnorm(self.model, t.freeze_bn)  # before the optimiser sees requires_grad
+        self.train_set = make_dataset(cfg, train=True)
+        self.val_set = make_dataset(cfg, train=False) if cfg.data.val_annotation else None
+        self.batch = cfg.data.batch_size
+        self.sampler = EpochSampler(len(self.train_set), shuffle=True, seed=t.seed, rank=self.rank, world=self.world)
+        self.iters_per_epoch = math.ceil(len(self.sampler) / self.batch)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        steps = math.ceil(self.iters_per_epoch / t.accumulate)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, steps, t.epochs)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+        self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
+        if resume and (self.work_dir / "latest.pt").is_file():
+            self._restore(load_checkpoint(self.work_dir / "latest.pt"))
+        self.ddp: nn.Module = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        if is_main():
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.work_dir / "config.yaml")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "best_top1": self.best_top1,
+            "rng": rng_state(),
+            "config": self.cfg.to_dict(),
+            "classes": list(self.train_set.classes),
+        }
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler and ckpt["scaler"]:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.iteration, self.best_top1 = ckpt["epoch"], ckpt["iteration"], ckpt["best_top1"]
+        set_rng_state(ckpt["rng"])
+        log.info("resumed from epoch %d, iteration %d", self.epoch, self.iteration)
+
+    def _save(self, name: str) -> None:
+        if is_main():
+            save_checkpoint(self._state(), self.work_dir / name)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if is_main():
+            with open(self.work_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # -- training ------------------------------------------------------------------------------
+    def _train_epoch(self) -> float:
+        t, epoch = self.cfg.train, self.epoch
+        self.sampler.set_epoch(epoch, skip=self.iteration * self.batch)
+        self.train_set.set_epoch(epoch)
+        self.train_set.reset_failures()
+        loader = make_loader(self.cfg, self.train_set, self.sampler, self.batch)
+        self.ddp.train()
+        freeze_batchnorm(self.model, t.freeze_bn)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (self.progress and is_main()),
+                   initial=self.iteration, total=self.iters_per_epoch, leave=False)  # fmt: skip
+        losses, tick, seen = [], time.perf_counter(), 0
+        for clips, labels, _ in bar:
+            clips = clips.to(self.device, non_blocking=True)
+            labels = torch.as_tensor(labels).to(self.device)
+            if t.channels_last:
+                clips = clips.contiguous(memory_format=torch.channels_last_3d)
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                loss = self.criterion(self.ddp(clips).float(), labels)
+            (self.scaler.scale(loss / t.accumulate) if self.scaler else loss / t.accumulate).backward()
+            self.iteration += 1
+            last = self.iteration == self.iters_per_epoch
+            if self.iteration % t.accumulate == 0 or last:
+                self._step()
+            global_loss = all_reduce_mean(loss.detach()).item()  # the loss of the whole global batch
+            losses.append(global_loss)
+            seen += len(labels)
+            if self.iteration % t.log_every == 0 or last:
+                rate = seen * self.world / (time.perf_counter() - tick)
+                lr = self.optimizer.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{global_loss:.3f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
+                self._log({"type": "train", "epoch": epoch, "iteration": self.iteration, "loss": global_loss,
+                           "lr": lr, "clips_per_s": rate})  # fmt: skip
+            if t.checkpoint_every and self.iteration % t.checkpoint_every == 0 and self.iteration % t.accumulate == 0:
+                self._save("latest.pt")
+            if self.on_iteration is not None:
+                self.on_iteration(epoch, self.iteration)
+        bar.close()
+        if self.train_set.failures:
+            log.warning("epoch %d: %d videos failed to load and were replaced", epoch + 1, self.train_set.failures)
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def _step(self) -> None:
+        clip = self.cfg.optim.clip_grad
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def validate(self) -> EvalResult | None:
+        if self.val_set is None:
+            return None
+        loader = make_loader(self.cfg, self.val_set, EpochSampler(len(self.val_set), shuffle=False), self.batch)
+        return evaluate(self.model, loader, self.device, self.amp, progress=self.progress)
+
+    def fit(self) -> dict[str, float]:
+        """Train to ``cfg.train.epochs``; returns the last validation metrics (and the train loss)."""
+        t = self.cfg.train
+        metrics: dict[str, float] = {}
+        while self.epoch < t.epochs:
+            loss = self._train_epoch()
+            self.epoch, self.iteration = self.epoch + 1, 0
+            metrics = {"train_loss": loss}
+            self._log({"type": "epoch", "epoch": self.epoch, "train_loss": loss, "failures": self.train_set.failures})
+            if (self.epoch % t.eval_every == 0 or self.epoch == t.epochs) and is_main():
+                result = self.validate()
+                if result is not None:
+                    metrics.update(result.metrics())
+                    self._log({"type": "val", "epoch": self.epoch, **result.metrics()})
+                    if result.top1 > self.best_top1:
+                        self.best_top1 = result.top1
+                        self._save("best.pt")
+            self._save("latest.pt")
+            barrier()
+        if is_main():
+            from .plots import plot_metrics
+
+            plot_metrics(self.work_dir / "metrics.jsonl", self.work_dir)
+        return metrics
+
+    def close(self) -> None:
+        cleanup()
