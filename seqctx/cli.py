@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -40,6 +41,55 @@ def _demo(args: argparse.Namespace) -> int:
     from seqctx.video.engine.demo import run_demo
 
     run_demo(args.config, args.work_dir, args.set)
+    return 0
+
+
+def _mt_user_dir(args: argparse.Namespace) -> int:
+    from seqctx.mt import user_dir
+
+    print(user_dir())
+    return 0
+
+
+def _mt_prepare(args: argparse.Namespace) -> int:
+    from seqctx.mt.prepare import prepare_iwslt14, prepare_multi30k
+
+    prepare = prepare_iwslt14 if args.corpus == "iwslt14" else prepare_multi30k
+    out = prepare(
+        args.archive, args.out, merges=args.bpe_merges, do_binarize=not args.no_binarize, workers=args.workers
+    )
+    print(f"prepared {args.corpus} in {out}")
+    return 0
+
+
+def _mt_score(args: argparse.Namespace) -> int:
+    from seqctx.mt.score import score_files
+
+    print(score_files(args.generate_output, args.hyp, args.ref, args.lang, tokenized=not args.plain_text))
+    return 0
+
+
+def _mt_run(args: argparse.Namespace) -> int:
+    from seqctx.mt import recipes
+    from seqctx.mt.score import score_files
+
+    recipe = recipes.load_recipe(args.config, args.set)
+    if args.mt_command == "train":
+        cmd = recipes.train_command(recipe)
+        print(recipes.format_command(cmd), flush=True)
+        if not args.dry_run:
+            recipes.run(cmd)
+        return 0
+    save_dir = Path(recipe.get("save_dir", "checkpoints"))
+    checkpoint = save_dir / "checkpoint_avg.pt"
+    cmd = recipes.generate_command(recipe, checkpoint)
+    output = save_dir / "generate-test.txt"
+    print(f"average the last {recipe.get('average_last', 1)} checkpoints of {save_dir} -> {checkpoint}")
+    print(recipes.format_command(cmd) + f" > {output}", flush=True)
+    if not args.dry_run:
+        recipes.average_checkpoints(recipes.last_checkpoints(save_dir, recipe.get("average_last", 1)), checkpoint)
+        recipes.run(cmd, stdout=output)
+        print(score_files(output))
     return 0
 
 
@@ -137,6 +187,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("videos", nargs="+")
     p.set_defaults(func=_predict)
+
+    mt = sub.add_parser("mt", help="machine translation with fairseq").add_subparsers(dest="mt_command", required=True)
+    p = mt.add_parser("user-dir", help="print the plugin folder for fairseq's --user-dir")
+    p.set_defaults(func=_mt_user_dir)
+    p = mt.add_parser("prepare-iwslt14", help="IWSLT'14 (or --corpus multi30k) -> tokenised, BPE, fairseq data-bin")
+    p.add_argument("--archive", required=True, help="de-en.tgz or its extracted folder (Multi30K: the raw folder)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--corpus", choices=["iwslt14", "multi30k"], default="iwslt14")
+    p.add_argument("--bpe-merges", type=int, default=10000)
+    p.add_argument("--no-binarize", action="store_true", help="stop before fairseq-preprocess")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=_mt_prepare)
+    p = mt.add_parser("score", help="tokenised BLEU (the papers' protocol) and detokenised SacreBLEU")
+    p.add_argument("--generate-output", help="fairseq-generate's output (H-/T- lines)")
+    p.add_argument("--hyp")
+    p.add_argument("--ref")
+    p.add_argument("--lang", default="en")
+    p.add_argument("--plain-text", action="store_true", help="--hyp/--ref are detokenised text")
+    p.set_defaults(func=_mt_score)
+    mt_runs = {
+        "train": "run fairseq-train from an mt_configs recipe (prints the command)",
+        "evaluate": "average the last checkpoints, fairseq-generate the test set, score it",
+    }
+    for name, help_text in mt_runs.items():
+        p = mt.add_parser(name, help=help_text)
+        p.add_argument("config")
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+        p.add_argument("--dry-run", action="store_true", help="print the command only")
+        p.set_defaults(func=_mt_run)
 
     p = sub.add_parser("demo", help="synthetic motion data, train TSN / TSM / TSM+CGC, print their accuracies")
     p.add_argument("--config", default="video_configs/demo_synthetic.yaml")

@@ -1,0 +1,78 @@
+"""``lightconv_cgc``: LightConv (Wu et al., ICLR 2019) whose encoder layers use the context-gated
+lightweight convolution (CGC paper, sec. 3.4); the decoder is fairseq's LightConv decoder,
+incremental decoding included. Importing this module registers the model and its architectures
+with fairseq (once per process) and lets fairseq checkpoints load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.lightconv import (
+    LightConvEncoderLayer,
+    LightConvModel,
+    base_architecture,
+    lightconv_iwslt_de_en,
+)
+from torch import Tensor, nn
+
+from .cgc_lightconv import ContextGatedLightweightConv1dTBC
+from .safe_load import allow_fairseq_checkpoints
+
+allow_fairseq_checkpoints()
+
+
+class ContextGatedLightConvEncoderLayer(LightConvEncoderLayer):
+    """fairseq's encoder layer with :class:`ContextGatedLightweightConv1dTBC` as its convolution;
+    it hands the padding mask to the convolution so that padding stays out of the context."""
+
+    def __init__(self, args, kernel_size: int = 0) -> None:
+        super().__init__(args, kernel_size)
+        if args.encoder_conv_type != "lightweight":
+            raise ValueError(
+                f"lightconv_cgc gates lightweight convolutions; got --encoder-conv-type {args.encoder_conv_type!r}"
+            )
+        self.conv = ContextGatedLightweightConv1dTBC(
+            self.conv_dim,
+            kernel_size,
+            padding_l=self.conv.padding_l,
+            weight_softmax=args.weight_softmax,
+            num_heads=args.encoder_attention_heads,
+            weight_dropout=args.weight_dropout,
+        )
+
+    def forward(self, x: Tensor, encoder_padding_mask: Tensor | None = None) -> Tensor:
+        self.conv.padding_mask = encoder_padding_mask
+        try:
+            return super().forward(x, encoder_padding_mask)
+        finally:
+            self.conv.padding_mask = None
+
+
+@register_model("lightconv_cgc")
+class LightConvCGCModel(LightConvModel):
+    """LightConv with a context-gated encoder (``--arch lightconv_cgc_iwslt_de_en``)."""
+
+    @classmethod
+    def build_model(cls, args, task):
+        model = super().build_model(args, task)
+        kernels = args.encoder_kernel_size_list
+        model.encoder.layers = nn.ModuleList(
+            ContextGatedLightConvEncoderLayer(args, kernel_size=kernels[i]) for i in range(args.encoder_layers)
+        )
+        return cls(model.encoder, model.decoder)
+
+
+@register_model_architecture("lightconv_cgc", "lightconv_cgc")
+def lightconv_cgc(args) -> None:
+    """LightConv's base architecture; the encoder's convolutions are lightweight (the gated kind)."""
+    args.encoder_conv_type = "lightweight"
+    base_architecture(args)
+
+
+@register_model_architecture("lightconv_cgc", "lightconv_cgc_iwslt_de_en")
+def lightconv_cgc_iwslt_de_en(args) -> None:
+    """``lightconv_iwslt_de_en``'s settings: 512/1024, 4 heads, 7 encoder and 6 decoder layers,
+    kernels ``[3, 7, 15, 31, 31, 31, 31]``, lightweight convolutions in both (fairseq's
+    ``--encoder/decoder-conv-type`` default to dynamic), GLU off."""
+    args.encoder_conv_type = args.decoder_conv_type = "lightweight"
+    lightconv_iwslt_de_en(args)

@@ -1,0 +1,102 @@
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from seqctx.mt.prepare import clean_pairs, extract_segments, prepare_iwslt14, prepare_multi30k, strip_train_tags
+from seqctx.mt.score import read_generate_output, remove_bpe, score
+
+TEXT = Path(__file__).parents[1] / "data" / "text"
+SETS = [
+    "IWSLT14.TED.dev2010",
+    "IWSLT14.TEDX.dev2012",
+    "IWSLT14.TED.tst2010",
+    "IWSLT14.TED.tst2011",
+    "IWSLT14.TED.tst2012",
+]
+
+
+def rows():
+    return [line.split("\t") for line in (TEXT / "iwslt14_raw_and_tok_lc.tsv").read_text().splitlines()]
+
+
+def write_release(folder: Path) -> list[list[str]]:
+    """An IWSLT'14 de-en release laid out as de-en.tgz is, built from real TED sentences: the
+    first 46 pairs as train.tags (with talk metadata), the other 13 spread over the five XML sets."""
+    data = rows()
+    train, test = data[:46], data[46:]
+    for li, lang in ((0, "de"), (1, "en")):
+        lines = ["<url>http://www.ted.com/talks/x.html</url>", "<keywords>talks, x</keywords>",
+                 "<speaker>Someone</speaker>", "<talkid>1</talkid>", f"<title>Titel {lang}</title>",
+                 f"<description>Beschreibung {lang}</description>"]  # fmt: skip
+        lines += [r[li] for r in train]
+        (folder / f"train.tags.de-en.{lang}").write_text("\n".join(lines) + "\n")
+        for k, name in enumerate(SETS):
+            segs = [r[li].replace("'", "\u2019") for r in test[k::5]]
+            xml = [
+                '<?xml version="1.0" encoding="UTF-8"?>',
+                "<mteval>",
+                f'<srcset setid="{name}" srclang="german">',
+                '<doc docid="1" genre="lectures">',
+            ] + [f'<seg id="{i + 1}"> {s} </seg>' for i, s in enumerate(segs)]
+            xml += ["</doc>", "</srcset>", "</mteval>"]  # fmt: skip
+            (folder / f"{name}.de-en.{lang}.xml").write_text("\n".join(xml) + "\n")
+    return [r for k in range(5) for r in test[k::5]]
+
+
+def test_prepare_iwslt14_matches_the_reference_tokenisation(tmp_path):
+    release = tmp_path / "de-en"
+    release.mkdir()
+    expected_test = write_release(release)
+    archive = tmp_path / "de-en.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(release, arcname="de-en")
+    out = prepare_iwslt14(archive, tmp_path / "out", merges=200, do_binarize=True)
+    tok = out / "tok"
+    assert (tok / "test.de").read_text().splitlines() == [r[2] for r in expected_test]  # line for line
+    assert (tok / "test.en").read_text().splitlines() == [r[3] for r in expected_test]
+    train = (tok / "train.de").read_text().splitlines() + (tok / "valid.de").read_text().splitlines()
+    # 46 sentences + title + description lines, metadata gone; every 23rd pair is valid
+    assert len(train) == 48 and len((tok / "valid.de").read_text().splitlines()) == 2
+    assert "titel de" in train and not any("<" in t for t in train)
+    assert set(train) >= {r[2] for r in rows()[:46] if r[2] in train}
+    assert all(r[2] in train for r in rows()[:46])
+    bpe = (out / "train.de").read_text()
+    assert "@@ " in bpe and (out / "code").is_file()
+    assert (out / "data-bin" / "train.de-en.de.bin").is_file() and (out / "data-bin" / "dict.en.txt").is_file()
+
+
+def test_cleaning_and_extraction_rules():
+    src, tgt = clean_pairs(["a b c", "a", "x " * 176, "a b c d"], ["a b", "a b c", "x", "a  b c"])
+    assert src == ["a b c", "a b c d"] and tgt == ["a b", "a b c"]  # ratio 1.5 and 1-175 tokens
+    assert extract_segments(['<seg id="3"> It\u2019s here. </seg>', "<doc>"]) == ["It's here."]
+    assert strip_train_tags(["<url>u</url>", "<title>T</title>", "text"]) == ["T", "text"]
+
+
+def test_prepare_multi30k(tmp_path):
+    out = prepare_multi30k(TEXT / "multi30k_raw", tmp_path / "m30k", merges=300, do_binarize=False)
+    for split in ("train", "valid", "test"):
+        de = (out / f"{split}.de").read_text().splitlines()
+        en = (out / f"{split}.en").read_text().splitlines()
+        assert len(de) == len(en) == 300
+    first = (out / "tok" / "train.en").read_text().splitlines()[0]
+    assert first == first.lower() and " ." in first
+
+
+def test_scores_follow_the_papers_protocol(tmp_path):
+    gen = tmp_path / "gen.out"
+    gen.write_text(
+        "S-1\tsrc\nT-1\tthe cat sat on the mat .\nH-1\t-0.1\tthe cat sat on the mat .\nD-1\t-0.1\tx\n"
+        "T-0\tit &apos;s a test .\nH-0\t-0.2\tit &apos;s a te@@ st .\n"
+    )
+    hyps, refs = read_generate_output(gen)
+    assert refs[0] == "it &apos;s a test ."  # sorted by id
+    report = score(hyps, refs)
+    assert report.tokenized_bleu == pytest.approx(100.0)
+    assert report.sacrebleu == pytest.approx(100.0) and "tok:13a" in report.signature
+    assert remove_bpe("a@@ b@@ c d") == "abc d"
+    report = score(["The cat sat on a mat."], ["the cat sat on the mat ."], tokenized=False)
+    assert 0 < report.tokenized_bleu < 100  # lowercased and tokenised before scoring
+    with pytest.raises(ValueError, match="matching H-<id> and T-<id>"):
+        (tmp_path / "bad.out").write_text("H-0\t-1\tx\n")
+        read_generate_output(tmp_path / "bad.out")
