@@ -35,12 +35,14 @@ def seed_everything(seed: int) -> None:
 
 def freeze_batchnorm(model: nn.Module, mode: str) -> None:
     """``"all"``: every BatchNorm uses its running statistics; ``"partial"``: TSN's partial BN,
-    every BatchNorm but the first keeps its statistics and its affine parameters fixed."""
+    every 2D/3D BatchNorm but the first keeps its statistics and its affine parameters fixed."""
     if mode == "none":
         return
     if mode not in ("partial", "all"):
         raise ValueError(f"train.freeze_bn must be 'none', 'partial' or 'all', got {mode!r}")
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    # partial BN is about the backbone's feature-map BNs: CGC's gate BatchNorm1d layers stay free
+    kinds = nn.modules.batchnorm._BatchNorm if mode == "all" else (nn.BatchNorm2d, nn.BatchNorm3d)
+    norms = [m for m in model.modules() if isinstance(m, kinds)]
     for i, m in enumerate(norms):
         if mode == "partial" and i == 0:
             continue

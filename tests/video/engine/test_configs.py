@@ -1,0 +1,35 @@
+from pathlib import Path
+
+import pytest
+
+from seqctx.video.engine import load_config
+from seqctx.video.models import build_model
+
+CONFIGS = sorted(p for p in (Path(__file__).parents[3] / "video_configs").glob("*.yaml"))
+
+
+def test_there_is_a_config_per_table_row():
+    names = {p.stem for p in CONFIGS}
+    for arch in ("tsn", "tsm"):
+        for f in (8, 16):
+            assert {f"{arch}_r50_sthv1_{f}f", f"{arch}_r50_cgc_sthv1_{f}f"} <= names
+    assert {
+        "p3d_r50_sthv1_32f",
+        "p3d_r50_cgc1d_sthv1_32f",
+        "p3d_r50_cgc3d_sthv1_32f",
+        "p3d_r50_cgc1d3d_sthv1_32f",
+    } <= names
+    assert {"i3d_r50_k400_32f", "i3d_r50_gct_k400_32f", "i3d_r101_k400_32f", "i3d_r101_gct_k400_32f"} <= names
+    assert "demo_synthetic" in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_validates_and_builds_its_model(path):
+    cfg = load_config(path)
+    m = cfg.model
+    model = build_model(m.name, m.num_classes, num_segments=m.num_segments, context=m.context, width=4, input_size=64)
+    assert model is not None
+    if "sthv1" in path.stem:
+        assert cfg.data.flip is False and cfg.model.num_classes == 174
+    if "k400" in path.stem:
+        assert cfg.data.test_clips == 10 and cfg.data.test_crops == 3 and cfg.model.num_classes == 400
