@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -71,25 +70,12 @@ def _mt_score(args: argparse.Namespace) -> int:
 
 def _mt_run(args: argparse.Namespace) -> int:
     from seqctx.mt import recipes
-    from seqctx.mt.score import score_files
 
     recipe = recipes.load_recipe(args.config, args.set)
     if args.mt_command == "train":
-        cmd = recipes.train_command(recipe)
-        print(recipes.format_command(cmd), flush=True)
-        if not args.dry_run:
-            recipes.run(cmd)
-        return 0
-    save_dir = Path(recipe.get("save_dir", "checkpoints"))
-    checkpoint = save_dir / "checkpoint_avg.pt"
-    cmd = recipes.generate_command(recipe, checkpoint)
-    output = save_dir / "generate-test.txt"
-    print(f"average the last {recipe.get('average_last', 1)} checkpoints of {save_dir} -> {checkpoint}")
-    print(recipes.format_command(cmd) + f" > {output}", flush=True)
-    if not args.dry_run:
-        recipes.average_checkpoints(recipes.last_checkpoints(save_dir, recipe.get("average_last", 1)), checkpoint)
-        recipes.run(cmd, stdout=output)
-        print(score_files(output))
+        recipes.train(recipe, dry_run=args.dry_run)
+    else:
+        recipes.evaluate(recipe, dry_run=args.dry_run)
     return 0
 
 

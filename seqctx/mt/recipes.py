@@ -108,3 +108,30 @@ def average_checkpoints(paths: list[Path], out: str | Path) -> Path:
     }
     torch.save(state, out)
     return Path(out)
+
+
+def train(recipe: dict[str, Any], dry_run: bool = False) -> None:
+    """Print the fairseq-train command of a recipe and run it."""
+    cmd = train_command(recipe)
+    print(format_command(cmd), flush=True)
+    if not dry_run:
+        run(cmd)
+
+
+def evaluate(recipe: dict[str, Any], dry_run: bool = False) -> None:
+    """Average the last ``average_last`` checkpoints, fairseq-generate the test set into
+    ``SAVE_DIR/generate-test.txt`` and print both BLEU scores (each step printed first)."""
+    from .score import score_files
+
+    save_dir = Path(recipe.get("save_dir", "checkpoints"))
+    checkpoint = save_dir / "checkpoint_avg.pt"
+    output = save_dir / "generate-test.txt"
+    cmd = generate_command(recipe, checkpoint)
+    n = recipe.get("average_last", 1)
+    print(f"average the last {n} checkpoints of {save_dir} -> {checkpoint}")
+    print(format_command(cmd) + f" > {output}", flush=True)
+    if dry_run:
+        return
+    average_checkpoints(last_checkpoints(save_dir, n), checkpoint)
+    run(cmd, stdout=output)
+    print(score_files(output))
