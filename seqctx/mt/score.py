@@ -75,7 +75,12 @@ def score(hyps: list[str], refs: list[str], lang: str = "en", tokenized: bool = 
         tok_h = [tok.tokenize(h, escape=True, return_str=True) for h in hyps]
         tok_r = [tok.tokenize(r, escape=True, return_str=True) for r in refs]
         plain_h, plain_r = hyps, refs
-    tok_bleu = sacrebleu.corpus_bleu([h.lower() for h in tok_h], [[r.lower() for r in tok_r]], tokenize="none")
+    tok_bleu = sacrebleu.corpus_bleu(
+        [h.lower() for h in tok_h],
+        [[r.lower() for r in tok_r]],
+        tokenize="none",
+        force=True,  # tokenised on purpose
+    )
     metric = sacrebleu.BLEU()
     detok_bleu = metric.corpus_score(plain_h, [plain_r])
     ratio = tok_bleu.sys_len / max(1, tok_bleu.ref_len)
