@@ -28,8 +28,10 @@ def train_step(model: torch.nn.Module, clip: torch.Tensor) -> None:
 
 def forward_flops(model: torch.nn.Module, clip: torch.Tensor) -> int:
     counter = FlopCounterMode(display=False)
+    model.eval()  # one clip: BatchNorm over a 1x1x1 map (GE-theta's gather) needs running stats
     with counter, torch.no_grad():
         model(clip)
+    model.train()
     return counter.get_total_flops()
 
 
