@@ -54,6 +54,12 @@ class LayerBuilder:
     branch: str | None = None
     context_kwargs: dict[str, object] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.dims not in (2, 3) or not self.cgc <= set(CGC_KINDS):
+            raise ValueError(
+                f"LayerBuilder needs dims 2 or 3 and cgc kinds from {CGC_KINDS}, got {self.dims}, {set(self.cgc)}"
+            )
+
     def conv(
         self,
         in_channels: int,
