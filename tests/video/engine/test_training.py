@@ -129,4 +129,4 @@ def test_torchrun_two_processes_match_one(synth, tmp_path):
     assert one == pytest.approx(two, abs=1e-4)
     a, b = weights(tmp_path / "one" / "latest.pt"), weights(tmp_path / "two" / "latest.pt")
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)  # summation order differs
