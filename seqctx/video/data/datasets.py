@@ -110,8 +110,6 @@ class VideoDataset(Dataset):
         """Item ``index`` with no error policy: raises :class:`VideoError`."""
         record = self.records[index]
         path = self.resolve(record)
-        if path.is_file() and path.stat().st_size == 0:
-            raise VideoError(f"{path}: the file is empty")
         source = open_video(path, self.backend)  # opened here, in the worker
         rng = np.random.default_rng([self.seed, self.epoch, index])
         indices = self.sampler(source.num_frames, rng=rng)

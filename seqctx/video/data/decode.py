@@ -187,7 +187,13 @@ class FrameFolderSource:
 
 
 def open_video(path: str | Path, backend: str = "decord", num_threads: int = 1) -> VideoSource:
-    """Open a video (or a frame folder with ``backend="frames"``); ``.num_frames``, ``.read(idx)``."""
+    """Open a video (or a frame folder with ``backend="frames"``); ``.num_frames``, ``.read(idx)``.
+    A missing or empty file raises :class:`VideoError` naming it, whatever the backend."""
+    path = Path(path)
+    if backend != "frames" and not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    if backend != "frames" and path.stat().st_size == 0:
+        raise VideoError(f"{path}: the file is empty")
     if backend == "decord":
         return DecordSource(path, num_threads)
     if backend == "pyav":
@@ -201,9 +207,4 @@ def open_video(path: str | Path, backend: str = "decord", num_threads: int = 1) 
 
 def read_frames(path: str | Path, indices: Sequence[int], backend: str = "decord") -> torch.Tensor:
     """The frames at ``indices`` (0-based, any order, repeats allowed) as uint8 ``(T, H, W, 3)``."""
-    path = Path(path)
-    if backend != "frames" and not path.is_file():
-        raise VideoError(f"{path}: no such file")
-    if backend != "frames" and path.stat().st_size == 0:
-        raise VideoError(f"{path}: the file is empty")
     return open_video(path, backend).read(indices)

@@ -13,6 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .config import Config
+
 
 @dataclass
 class EvalResult:
@@ -96,7 +98,9 @@ def top_predictions(scores: torch.Tensor, classes: Sequence[str], k: int = 5) ->
     ]
 
 
-def load_trained_model(cfg_path: str | Path | None, checkpoint: str | Path, overrides: Sequence[str] = ()):
+def load_trained_model(
+    cfg_path: str | Path | None, checkpoint: str | Path, overrides: Sequence[str] = ()
+) -> tuple[Config, nn.Module, list[str]]:
     """``(cfg, model, classes)`` from a checkpoint; the config is the one saved in the checkpoint,
     or ``cfg_path`` with ``overrides`` when given."""
     from .checkpoint import load_checkpoint, model_state
