@@ -1,18 +1,44 @@
-"""The ``seqctx`` command: parses arguments, then calls into the package. No logic of its own."""
+"""The ``seqctx`` command: parses arguments, then calls into the package. No logic of its own.
+
+A user's mistake (:class:`~seqctx.errors.UserError`: a config, data, checkpoint or work folder
+that cannot be used) prints one message and exits with code 2; ``--debug`` shows its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from collections.abc import Sequence
+
+from seqctx.errors import UserError
+
+
+class _StderrHandler(logging.Handler):
+    """Writes seqctx's log records to the ``sys.stderr`` of the moment (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        print(prefix + self.format(record), file=sys.stderr)
+
+
+def _show_log() -> None:
+    """Show seqctx's INFO and WARNING records (pretrained-weights reports, unreadable videos)."""
+    logger = logging.getLogger("seqctx")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
 
 
 def _train(args: argparse.Namespace) -> int:
     from seqctx.video.engine import Trainer, load_config
 
     overrides = list(args.set) + ([f"work_dir={args.work_dir}"] if args.work_dir else [])
-    trainer = Trainer(load_config(args.config, overrides), resume=args.resume)
-    metrics = trainer.fit()
-    trainer.close()
+    trainer = Trainer(load_config(args.config, overrides), resume=args.resume, overwrite=args.overwrite)
+    try:
+        metrics = trainer.fit()
+    finally:
+        trainer.close()
     print(" ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     return 0
 
@@ -21,25 +47,32 @@ def _test(args: argparse.Namespace) -> int:
     from seqctx.video.engine import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.config, args.checkpoint, args.clips, args.crops, args.set, args.out)
-    print(f"{result.num_videos} videos: top-1 {result.top1:.2f}  top-5 {result.top5:.2f}  "
-          f"mean class accuracy {result.mean_class_accuracy:.2f}")  # fmt: skip
+    print(result.summary())
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from seqctx.video.engine import predict_videos
 
-    for video, top in predict_videos(args.config, args.checkpoint, args.videos, k=5).items():
-        print(video)
-        for name, score in top:
+    failed = []
+    for p in predict_videos(args.checkpoint, args.videos, k=5, overrides=args.set):
+        if p.error is not None:
+            failed.append(p.video)
+            print(f"{p.video}\n  cannot be read: {p.error}", flush=True)
+            continue
+        print(p.video)
+        for name, score in p.top:
             print(f"  {score:6.3f}  {name}")
-    return 0
+        sys.stdout.flush()
+    if failed:
+        print(f"{len(failed)} of {len(args.videos)} videos could not be read: {', '.join(failed)}", file=sys.stderr)
+    return int(bool(failed))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from seqctx.video.engine.demo import run_demo
+    from seqctx.video.engine.demo import DEMO_CONFIG, run_demo
 
-    run_demo(args.config, args.work_dir, args.set)
+    run_demo(args.config or DEMO_CONFIG, args.work_dir, args.set)
     return 0
 
 
@@ -82,6 +115,9 @@ def _mt_run(args: argparse.Namespace) -> int:
 def _operators(args: argparse.Namespace) -> int:
     from seqctx.showcase import print_operator_table
 
+    if args.batch < 2:
+        raise UserError(f"--batch must be >= 2 (the tour trains a step; BatchNorm needs two samples), got {args.batch}")
+
     print_operator_table(args.channels, args.size, args.batch)
     return 0
 
@@ -122,6 +158,7 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqctx", description="Context modules for video and sequence models.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("operators", help="tour of the context operators: parameters, identity at init, time")
@@ -156,21 +193,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--work-dir", help="where checkpoints, logs and plots go (config: work_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/latest.pt")
+    p.add_argument("--resume", action="store_true", help="continue the run in WORK_DIR from its latest.pt")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a WORK_DIR that holds a run (its files are moved to WORK_DIR/replaced-*)",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser("test", help="multi-clip x multi-crop evaluation of a checkpoint")
-    p.add_argument("config", help="YAML config (the checkpoint's own config is used for the model)")
+    p.add_argument("config", nargs="?",
+                   help="YAML config for data and views (default: the checkpoint's own); the model is always the "
+                   "checkpoint's")  # fmt: skip
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--clips", type=int, help="clips per video (default: data.test_clips)")
     p.add_argument("--crops", type=int, choices=[1, 3, 10], help="crops per clip (default: data.test_crops)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", help="per-video predictions CSV (default: next to the checkpoint)")
+    p.add_argument(
+        "--out", help="per-video predictions CSV, metrics beside it as .json (default: next to the checkpoint)"
+    )
     p.set_defaults(func=_test)
 
-    p = sub.add_parser("predict", help="top-5 classes of video files")
-    p.add_argument("config")
+    p = sub.add_parser("predict", help="top-5 classes of video files (model and preprocessing from the checkpoint)")
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. data.backend=pyav")
     p.add_argument("videos", nargs="+")
     p.set_defaults(func=_predict)
 
@@ -204,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=_mt_run)
 
     p = sub.add_parser("demo", help="synthetic motion data, train TSN / TSM / TSM+CGC, print their accuracies")
-    p.add_argument("--config", default="video_configs/demo_synthetic.yaml")
+    p.add_argument("--config", help="default: the demo config shipped with seqctx")
     p.add_argument("--work-dir", default="work_dirs/demo")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_demo)
@@ -213,7 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    _show_log()
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"seqctx: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

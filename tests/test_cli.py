@@ -36,3 +36,25 @@ def test_mt_commands_print_what_they_run(capsys, tmp_path):
 def test_bad_arguments_exit_with_usage():
     with pytest.raises(SystemExit):
         main(["train"])
+
+
+def test_train_on_your_own_videos_as_the_readme_says(tmp_path, capsys, monkeypatch):
+    """The README's "Train on your own videos" commands, in a fresh folder, with a smaller model."""
+    import shutil
+
+    shutil.copytree(Path(__file__).parents[1] / "video_configs", tmp_path / "video_configs")
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "synth", "data/my_videos", "--classes", "4", "--videos-per-class", "4", "--frames", "8",
+                 "--size", "32"]) == 0  # fmt: skip
+    assert main(["data", "check", "data/my_videos/train.txt", "--root", "data/my_videos",
+                 "--labels", "data/my_videos/classes.txt"]) == 0  # fmt: skip
+    small = ["model.num_classes=4", "model.width=8", "model.input_size=32", "model.num_segments=4",
+             "data.size=32", "data.scale_size=32", "data.batch_size=4", "data.workers=0", "train.epochs=1",
+             "train.eval_every=1", "train.threads=1"]  # fmt: skip
+    assert main(["train", "video_configs/my_videos_tsm_r18.yaml", *[x for s in small for x in ("--set", s)]]) == 0
+    capsys.readouterr()
+    assert main(["test", "--checkpoint", "work_dirs/my_videos_tsm_r18/best.pt"]) == 0
+    assert capsys.readouterr().out.startswith("4 videos evaluated: top-1")
+    video = "data/my_videos/videos/0000000.mp4"
+    assert main(["predict", "--checkpoint", "work_dirs/my_videos_tsm_r18/best.pt", video]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == video

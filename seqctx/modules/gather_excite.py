@@ -6,14 +6,63 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedParameter
 
-__all__ = ["GatherExcite"]
+__all__ = ["GatherExcite", "GlobalDepthwiseConv"]
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
+class GlobalDepthwiseConv(LazyModuleMixin, nn.Module):
+    """A depthwise convolution whose kernel covers the whole input map, ``(N, C, *S) -> (N, C, 1, ...)``
+    (GE-theta's global gather): ``y[n, c] = sum_s W[c, 0, s] x[n, c, s]``, no bias.
+
+    ``size = S`` fixes the kernel now; ``size=None`` sizes it from the first input, like PyTorch's
+    ``Lazy*`` modules (run one forward, or load a state dict, before building the optimiser), so
+    the operator can be put into any network by surgery. The weight has ``nn.ConvNd``'s layout
+    ``(C, 1, *S)`` and initialisation.
+    """
+
+    def __init__(self, channels: int, spatial_dims: int, size: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.channels, self.spatial_dims = channels, spatial_dims
+        if size is None:
+            self.weight: nn.Parameter = UninitializedParameter()
+        else:
+            if len(size) != spatial_dims or min(size) < 1:
+                raise ValueError(f"GlobalDepthwiseConv size must be {spatial_dims} positive ints, got {tuple(size)}")
+            self.weight = nn.Parameter(torch.empty(channels, 1, *size))
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if not self.has_uninitialized_params():
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.ConvNd's initialisation
+
+    def initialize_parameters(self, x: Tensor) -> None:  # called by LazyModuleMixin before the first forward
+        if self.has_uninitialized_params():
+            with torch.no_grad():
+                self.weight.materialize((self.channels, 1, *x.shape[2:]), device=x.device, dtype=x.dtype)
+                self.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = tuple(self.weight.shape[2:])
+        if tuple(x.shape[2:]) != size:
+            raise ValueError(
+                f"GE-theta's global gather was built for {size} maps (feat_size), got {tuple(x.shape[2:])}; "
+                "the global depthwise kernel fits one input size"
+            )
+        return _CONV_FN[self.spatial_dims](x, self.weight, groups=self.channels)  # (N, C, 1, ...)
+
+    def extra_repr(self) -> str:
+        size = "lazy" if self.has_uninitialized_params() else tuple(self.weight.shape[2:])
+        return f"{self.channels}, size={size}"
 
 
 class GatherExcite(nn.Module):
@@ -26,7 +75,7 @@ class GatherExcite(nn.Module):
       the gathered map has ``ceil(S / e)`` cells;
     * GE-theta (``param_gather=True``): depthwise convolutions with BN, ``log2(e)`` chained
       3x3 stride-2 ones (ReLU between them), or for ``e = 0`` one depthwise convolution over the
-      whole map, whose size ``feat_size`` must then be given.
+      whole map (:class:`GlobalDepthwiseConv`), sized by ``feat_size`` or by the first input.
 
     Excite ``xi_E``: the gathered map is resized back to ``S`` by nearest-neighbour interpolation
     and passed through a sigmoid; GE-theta-plus (``mlp=True``) first applies an SE-style
@@ -39,7 +88,8 @@ class GatherExcite(nn.Module):
         param_gather: use the parameterised (depthwise convolution) gather of GE-theta.
         mlp: add the bottleneck of GE-theta-plus to the excite.
         reduction: ``r`` of the bottleneck.
-        feat_size: the input's spatial size, needed by the global parameterised gather.
+        feat_size: the input's spatial size for the global parameterised gather; None sizes it at
+            the first forward.
     """
 
     def __init__(
@@ -64,15 +114,10 @@ class GatherExcite(nn.Module):
         if param_gather:
             layers: list[nn.Module] = []
             if extent == 0:
-                if feat_size is None:
-                    raise ValueError(
-                        "GatherExcite with param_gather=True and a global extent needs feat_size "
-                        "(the spatial size of its input)"
-                    )
-                kernel = (feat_size,) * spatial_dims if isinstance(feat_size, int) else tuple(feat_size)
-                if len(kernel) != spatial_dims:
+                size = (feat_size,) * spatial_dims if isinstance(feat_size, int) else feat_size
+                if size is not None and len(size) != spatial_dims:
                     raise ValueError(f"GatherExcite feat_size must have {spatial_dims} entries, got {feat_size}")
-                layers += [conv(channels, channels, kernel, groups=channels, bias=False), norm(channels)]
+                layers += [GlobalDepthwiseConv(channels, spatial_dims, size), norm(channels)]
             else:
                 steps = int(math.log2(extent)) if extent > 1 else 0
                 if 2**steps != extent or steps == 0:

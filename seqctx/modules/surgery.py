@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from .cgc import ContextGatedConv1d, ContextGatedConv2d, ContextGatedConv3d, _ContextGatedConvNd
 from .factory import create_context
@@ -47,7 +48,8 @@ def _apply_context_after(module: nn.Module, args: tuple[Tensor, ...], output: Te
 
 
 def _num_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+    """Parameters counted so far: a lazy one (sized at the first forward) counts as 0."""
+    return sum(p.numel() for p in module.parameters() if not is_lazy(p))
 
 
 def insert_context(
@@ -108,6 +110,8 @@ def convert_to_cgc(
 
     ``kwargs`` go to the CGC constructor (``num_segments`` for TSN/TSM frame models,
     ``context_size``). ``include(qualified_name, conv)`` can restrict which convolutions change.
+    An operator that :func:`insert_context` attached to a convolution moves to its CGC twin, so
+    the two surgeries compose in either order.
     """
     report = SurgeryReport()
     for qual, parent in list(model.named_modules()):
@@ -119,6 +123,9 @@ def convert_to_cgc(
             if include is not None and not include(full, child):
                 continue
             new = cgc_type.from_conv(child, **kwargs)
+            if isinstance(getattr(child, "context", None), nn.Module):  # attached by insert_context
+                new.add_module("context", child.context)
+                new.register_forward_pre_hook(_apply_context_before)
             setattr(parent, child_name, new)
             report.changed.append(f"{full}: {type(child).__name__} -> {cgc_type.__name__}")
             report.added_parameters += _num_params(new) - _num_params(child)

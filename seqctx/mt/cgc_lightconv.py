@@ -31,6 +31,22 @@ def masked_adaptive_pool(x: Tensor, mask: Tensor | None, bins: int) -> Tensor:
     return torch.einsum("bht,bjt->bhj", x, weights)
 
 
+class BiasFreeLinear(nn.Module):
+    """``y = x W^T`` with ``weight (out, in)`` and no ``bias`` entry at all. ``nn.Linear(bias=False)``
+    registers ``bias = None``, and fairseq's trainer catalogues every ``None`` parameter as one
+    shared tensor (``detected shared parameter: ... <- decoder.output_projection.bias``)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}"
+
+
 class ContextGatedLightweightConv1dTBC(LightweightConv1dTBC):
     """fairseq's ``LightweightConv1dTBC`` (weight ``(H, 1, K)``, softmax over K, DropConnect, heads
     over contiguous channels) whose kernel is gated per sentence by its global context (CGC,
@@ -59,9 +75,9 @@ class ContextGatedLightweightConv1dTBC(LightweightConv1dTBC):
         context = 3 * kernel_size
         latent = context // 2 + 1
         self.context_size = context
-        self.context_encode = nn.Linear(context, latent, bias=False)
+        self.context_encode = BiasFreeLinear(context, latent)
         self.context_norm = nn.LayerNorm(latent)
-        self.gate_decode = nn.Linear(latent, kernel_size, bias=False)
+        self.gate_decode = BiasFreeLinear(latent, kernel_size)
         nn.init.xavier_uniform_(self.context_encode.weight)  # Glorot init for NLP (sec. 3.1)
         nn.init.xavier_uniform_(self.gate_decode.weight)
         self.padding_mask: Tensor | None = None

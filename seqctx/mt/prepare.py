@@ -14,7 +14,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from seqctx.errors import DataError
+
 LANGS = ("de", "en")
+SPLITS = ("train", "valid", "test")
 IWSLT_TEST_SETS = ("IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010", "IWSLT14.TED.tst2011",
                    "IWSLT14.TED.tst2012")  # fmt: skip
 _META = ("<url>", "<talkid>", "<keywords>", "<speaker>", "<reviewer", "<translator", "<doc", "</doc>")
@@ -28,18 +31,18 @@ class Corpus:
     def __init__(self, source: str | Path) -> None:
         self.source = Path(source)
         if not self.source.exists():
-            raise FileNotFoundError(f"{source}: no such archive or folder")
+            raise DataError(f"{source}: no such archive or folder")
         self._tar = tarfile.open(self.source) if self.source.is_file() else None
 
     def read(self, name: str) -> list[str]:
         if self._tar is not None:
             member = next((m for m in self._tar.getmembers() if Path(m.name).name == name), None)
             if member is None:
-                raise FileNotFoundError(f"{self.source}: no file named {name} in the archive")
+                raise DataError(f"{self.source}: no file named {name} in the archive")
             return io.TextIOWrapper(self._tar.extractfile(member), encoding="utf-8").read().splitlines()
         matches = sorted(self.source.rglob(name))
         if not matches:
-            raise FileNotFoundError(f"{self.source}: no file named {name}")
+            raise DataError(f"{self.source}: no file named {name}")
         return matches[0].read_text(encoding="utf-8").splitlines()
 
 
@@ -121,6 +124,19 @@ def binarize(text_dir: Path, dest: Path, workers: int = 1, joined_dictionary: bo
     subprocess.run(cmd, check=True)
 
 
+def read_prepared(folder: Path) -> tuple[dict[str, dict[str, list[str]]], bool] | None:
+    """The ``{train,valid,test}.{de,en}`` files of a folder that ``prepare-iwslt14.sh`` (or this
+    module) already tokenised, and whether they are BPE-split too (a ``code`` file beside them, or
+    ``@@`` continuation marks); None when the folder has not all six files."""
+    files = {(split, lang): folder / f"{split}.{lang}" for split in SPLITS for lang in LANGS}
+    if not folder.is_dir() or not all(p.is_file() for p in files.values()):
+        return None
+    splits = {split: {lang: files[split, lang].read_text(encoding="utf-8").splitlines() for lang in LANGS}
+              for split in SPLITS}  # fmt: skip
+    bpe = (folder / "code").is_file() or any("@@ " in line for line in splits["train"]["en"][:1000])
+    return splits, bpe
+
+
 def _finish(out: Path, splits: dict[str, dict[str, list[str]]], merges: int, do_binarize: bool, workers: int) -> Path:
     tok_dir = out / "tok"
     for split, by_lang in splits.items():
@@ -143,8 +159,21 @@ def prepare_iwslt14(
     tokens, ratio 1.5, lowercased), valid = every 23rd training pair, test = dev2010 +
     TEDX.dev2012 + tst2010 + tst2011 + tst2012, joint BPE, then ``fairseq-preprocess``.
     Writes ``OUT/tok/*`` (tokenised), ``OUT/{train,valid,test}.{de,en}`` (BPE), ``OUT/code`` and
-    ``OUT/data-bin``."""
-    corpus, out = Corpus(source), Path(out)
+    ``OUT/data-bin``.
+
+    ``source`` may also be a folder that is already prepared (what ``prepare-iwslt14.sh`` leaves:
+    ``{train,valid,test}.{de,en}``): BPE-split files are binarised as they are; tokenised ones get
+    the joint BPE first."""
+    out = Path(out)
+    prepared = read_prepared(Path(source))
+    if prepared is not None:
+        splits, bpe = prepared
+        if not bpe:
+            return _finish(out, splits, merges, do_binarize, workers)
+        if do_binarize:
+            binarize(Path(source), out / "data-bin", workers)
+        return out
+    corpus = Corpus(source)
     raw = {lang: strip_train_tags(corpus.read(f"train.tags.de-en.{lang}")) for lang in LANGS}
     tok = {lang: tokenize(raw[lang], lang, lowercase=False) for lang in LANGS}
     src, tgt = clean_pairs(tok["de"], tok["en"])
@@ -166,7 +195,7 @@ def _read_gz_or_text(folder: Path, stem: str) -> list[str]:
             opener = gzip.open if path.suffix == ".gz" else open
             with opener(path, "rt", encoding="utf-8") as f:
                 return f.read().splitlines()
-    raise FileNotFoundError(f"{folder}: neither {stem}.gz nor {stem}")
+    raise DataError(f"{folder}: neither {stem}.gz nor {stem}")
 
 
 def prepare_multi30k(

@@ -2,11 +2,16 @@
 
 A recipe holds ``data`` (a fairseq data-bin folder), ``arch``, a ``train`` mapping of
 fairseq-train options (``key: value``; ``true`` for a bare flag, ``false``/``null`` to omit),
-``average_last`` (checkpoints to average) and a ``generate`` mapping of fairseq-generate options.
+``average_last`` (saved states to average) and a ``generate`` mapping of fairseq-generate options.
+Unknown recipe keys fail at load; unknown fairseq options fail before fairseq starts, with
+fairseq's own parser as the judge.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import io
 import shlex
 import subprocess
 import sys
@@ -16,30 +21,61 @@ from typing import Any
 import torch
 import yaml
 
+from seqctx.errors import ConfigError
+
 from . import user_dir
 
-RECIPE_KEYS = {"data", "arch", "save_dir", "train", "average_last", "generate"}
+SCALAR_KEYS = ("data", "arch", "save_dir", "average_last")
+OPTION_SECTIONS = ("train", "generate")  # fairseq-train / fairseq-generate options
+RECIPE_KEYS = {*SCALAR_KEYS, *OPTION_SECTIONS}
+_VALID = "top-level data, arch, save_dir, average_last; or train.OPTION / generate.OPTION (fairseq options)"
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """A recipe (safe YAML) with ``section.key=value`` overrides."""
-    recipe = yaml.safe_load(Path(path).read_text()) or {}
+    """A recipe (safe YAML) with ``key=value`` / ``train.OPTION=value`` / ``generate.OPTION=value``
+    overrides; an unknown key or section raises :class:`ConfigError` naming the valid ones."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} not found")
+    recipe = yaml.safe_load(path.read_text()) or {}
     unknown = set(recipe) - RECIPE_KEYS
     if unknown:
-        raise ValueError(
-            f"{path}: unknown recipe key {sorted(unknown)[0]!r}; valid keys: {', '.join(sorted(RECIPE_KEYS))}"
-        )
+        raise ConfigError(f"{path}: unknown recipe key {sorted(unknown)[0]!r}; valid keys: {_VALID}")
     for item in overrides or []:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        section, _, name = key.rpartition(".")
-        target = recipe.setdefault(section, {}) if section else recipe
-        target[name] = yaml.safe_load(value)
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        section, _, name = key.partition(".")
+        if (name and section not in OPTION_SECTIONS) or (not name and key not in SCALAR_KEYS):
+            raise ConfigError(f"--set {key}: unknown recipe key {(section if name else key)!r}; valid: {_VALID}")
+        target = recipe.setdefault(section, {}) if name else recipe
+        target[name or key] = yaml.safe_load(value)
     for key in ("data", "arch"):
         if key not in recipe:
-            raise ValueError(f"{path}: a recipe needs {key!r}")
+            raise ConfigError(f"{path}: a recipe needs {key!r}")
     return recipe
+
+
+def check_options(cmd: list[str]) -> None:
+    """Parse a fairseq-train or fairseq-generate command line with fairseq's own parser (the
+    model's and task's options included, ``--user-dir`` imported); an option it does not know
+    raises :class:`ConfigError` naming it and the closest valid ones."""
+    from fairseq import options
+
+    parser = options.get_training_parser() if cmd[0] == "fairseq-train" else options.get_generation_parser()
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            options.parse_args_and_arch(parser, input_args=cmd[1:])
+    except SystemExit:
+        message = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else "invalid arguments"
+        known = [o for a in parser._actions for o in a.option_strings]
+        bad = [w for w in message.split() if w.startswith("--")]
+        hints = {b: difflib.get_close_matches(b, known, n=3) for b in bad}
+        hint = "; ".join(f"{b}: did you mean {', '.join(h)}?" for b, h in hints.items() if h)
+        raise ConfigError(
+            f"{cmd[0]} rejects the recipe's options: {message}" + (f" ({hint})" if hint else "")
+        ) from None
 
 
 def _flags(options: dict[str, Any]) -> list[str]:
@@ -79,14 +115,34 @@ def format_command(cmd: list[str]) -> str:
     return " ".join(shlex.quote(c) for c in cmd)
 
 
-def last_checkpoints(save_dir: str | Path, n: int) -> list[Path]:
-    """The last ``n`` of ``checkpoint{epoch}.pt`` / ``checkpoint_{epoch}_{update}.pt`` by number."""
+def checkpoint_updates(path: Path) -> int:
+    """The number of updates a fairseq checkpoint was saved at (``optimizer_history[-1]``); the
+    file is memory-mapped, not read whole."""
+    from .safe_load import allow_fairseq_checkpoints
 
-    def number(p: Path) -> tuple[int, ...]:
-        return tuple(int(x) for x in p.stem.removeprefix("checkpoint").strip("_").split("_") if x.isdigit())
+    allow_fairseq_checkpoints()
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        return int(state["optimizer_history"][-1]["num_updates"])
+    except (KeyError, IndexError, TypeError):
+        raise ConfigError(f"{path} is not a fairseq training checkpoint (no optimizer_history)") from None
 
-    found = [p for p in Path(save_dir).glob("checkpoint*.pt") if number(p)]
-    return sorted(found, key=number)[-n:]
+
+def last_checkpoints(save_dir: str | Path, n: int) -> list[tuple[Path, int]]:
+    """The last ``n`` states saved in ``save_dir``, by update count (what fairseq's
+    ``average_checkpoints.py --num-update-checkpoints`` orders by), as ``(path, updates)``:
+    ``checkpoint{epoch}.pt``, ``checkpoint_{epoch}_{update}.pt`` and ``checkpoint_last.pt`` (the
+    final state) count; ``checkpoint_best.pt`` and averages do not; a state saved under two names
+    counts once (the numbered name)."""
+    save_dir = Path(save_dir)
+    paths = [p for p in sorted(save_dir.glob("checkpoint*.pt"))
+             if p.name != "checkpoint_avg.pt" and "best" not in p.name]  # fmt: skip
+    if not paths:
+        raise ConfigError(f"no fairseq checkpoints in {save_dir} (train first: seqctx mt train RECIPE)")
+    by_update: dict[int, Path] = {}
+    for path in sorted(paths, key=lambda p: p.name == "checkpoint_last.pt"):  # numbered names first
+        by_update.setdefault(checkpoint_updates(path), path)
+    return [(by_update[u], u) for u in sorted(by_update)[-n:]]
 
 
 def average_checkpoints(paths: list[Path], out: str | Path) -> Path:
@@ -111,16 +167,18 @@ def average_checkpoints(paths: list[Path], out: str | Path) -> Path:
 
 
 def train(recipe: dict[str, Any], dry_run: bool = False) -> None:
-    """Print the fairseq-train command of a recipe and run it."""
+    """Print the fairseq-train command of a recipe, check its options and run it."""
     cmd = train_command(recipe)
     print(format_command(cmd), flush=True)
+    check_options(cmd)
     if not dry_run:
         run(cmd)
 
 
 def evaluate(recipe: dict[str, Any], dry_run: bool = False) -> None:
-    """Average the last ``average_last`` checkpoints, fairseq-generate the test set into
-    ``SAVE_DIR/generate-test.txt`` and print both BLEU scores (each step printed first)."""
+    """Average the last ``average_last`` saved states (by update count), fairseq-generate the
+    test set into ``SAVE_DIR/generate-test.txt`` and print both BLEU scores (each step printed
+    first, the averaged files by name)."""
     from .score import score_files
 
     save_dir = Path(recipe.get("save_dir", "checkpoints"))
@@ -128,10 +186,17 @@ def evaluate(recipe: dict[str, Any], dry_run: bool = False) -> None:
     output = save_dir / "generate-test.txt"
     cmd = generate_command(recipe, checkpoint)
     n = recipe.get("average_last", 1)
-    print(f"average the last {n} checkpoints of {save_dir} -> {checkpoint}")
+    print(f"average the last {n} saved states of {save_dir} (by update count) -> {checkpoint}")
+    check_options(cmd)
+    if not dry_run:
+        chosen = last_checkpoints(save_dir, n)
+        if len(chosen) < n:
+            print(f"only {len(chosen)} distinct saved states in {save_dir}; averaging those")
+        for path, updates in chosen:
+            print(f"  {path.name}  ({updates} updates)")
+        average_checkpoints([path for path, _ in chosen], checkpoint)
     print(format_command(cmd) + f" > {output}", flush=True)
     if dry_run:
         return
-    average_checkpoints(last_checkpoints(save_dir, n), checkpoint)
     run(cmd, stdout=output)
     print(score_files(output))

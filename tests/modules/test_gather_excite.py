@@ -38,7 +38,7 @@ def test_ge_theta_global_is_depthwise_conv_over_the_map(dims):
     size = spatial_shape(dims)
     ge = GatherExcite(4, spatial_dims=dims, param_gather=True, feat_size=size)
     conv, bn = ge.gather[0], ge.gather[1]
-    assert conv.weight.shape == (4, 1, *size) and conv.groups == 4
+    assert conv.weight.shape == (4, 1, *size)
     x = torch.randn(3, 4, *size)
     ge.eval()
     g = (x * conv.weight.view(1, 4, *size)).flatten(2).sum(-1)
@@ -75,9 +75,28 @@ def test_ge_low_precision(dtype):
     torch.testing.assert_close(out.float(), ge(x), rtol=2e-2, atol=2e-2)
 
 
+def test_ge_theta_without_feat_size_sizes_its_global_gather_at_the_first_forward():
+    from seqctx.modules import create_context, insert_context
+
+    lazy = create_context("ge_theta", 4, 3)  # no feat_size: the surgery case
+    x = torch.randn(2, 4, 3, 5, 6)
+    y = lazy(x)
+    assert lazy.gather[0].weight.shape == (4, 1, 3, 5, 6) and y.shape == x.shape
+    sized = GatherExcite(4, 3, param_gather=True, feat_size=(3, 5, 6))
+    sized.load_state_dict(lazy.state_dict())
+    torch.testing.assert_close(sized(x), y)  # the same function once sized
+    fresh = create_context("ge_theta", 4, 3)
+    fresh.load_state_dict(lazy.state_dict())  # a lazy module loads a checkpoint before any forward
+    torch.testing.assert_close(fresh(x), y)
+    with pytest.raises(ValueError, match=r"built for \(3, 5, 6\) maps \(feat_size\), got \(3, 5, 7\)"):
+        lazy(torch.randn(2, 4, 3, 5, 7))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8))
+    report = insert_context(net, "ge_theta", position="after_norm")  # a whole network by surgery
+    assert len(report) == 1 and net(torch.randn(2, 3, 9, 9)).shape == (2, 8, 9, 9)
+    assert net[1].context.gather[0].weight.shape == (8, 1, 9, 9)
+
+
 def test_ge_errors():
-    with pytest.raises(ValueError, match="needs feat_size"):
-        GatherExcite(8, param_gather=True)
     with pytest.raises(ValueError, match="power of two >= 2, got 3"):
         GatherExcite(8, extent=3, param_gather=True)
     with pytest.raises(ValueError, match="spatial_dims must be 1, 2 or 3, got 4"):

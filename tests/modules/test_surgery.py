@@ -76,3 +76,32 @@ def test_convert_keeps_weights_and_passes_kwargs():
 def test_insert_context_rejects_bad_position():
     with pytest.raises(ValueError, match="position must be 'before_conv' or 'after_norm', got 'after_conv'"):
         insert_context(small_net(), "gct", position="after_conv")
+
+
+def test_convert_to_cgc_keeps_the_operators_insert_context_attached():
+    model = torchvision.models.resnet50(num_classes=10).eval()
+    insert_context(model, "gct")
+    with torch.no_grad():  # make the GCTs act, so that losing one would change the output
+        for m in model.modules():
+            if isinstance(m, GCT):
+                m.gamma.normal_()
+                m.beta.normal_()
+    gcts = [m for m in model.modules() if isinstance(m, GCT)]
+    assert len(gcts) == 53
+    x = torch.randn(2, 3, 32, 32)
+    seen = []
+    hooks = [g.register_forward_hook(lambda m, a, o: seen.append(m)) for g in gcts]
+    report = convert_to_cgc(model)
+    assert len(report) == 17  # the stem and the 16 3x3 convs
+    assert sum(isinstance(m, GCT) for m in model.modules()) == 53
+    assert isinstance(model.layer1[0].conv2, ContextGatedConv2d) and isinstance(model.layer1[0].conv2.context, GCT)
+    model(x)
+    assert len(seen) == 53 and set(map(id, seen)) == set(map(id, gcts))  # every GCT still runs, once
+    for h in hooks:
+        h.remove()
+    gct = model.layer1[0].conv2.context
+    got = {}
+    model.layer1[0].conv2.register_forward_pre_hook(lambda m, a: got.update(conv_in=a[0]))
+    gct.register_forward_hook(lambda m, a, o: got.update(gct_out=o))
+    model(x)
+    torch.testing.assert_close(got["conv_in"], got["gct_out"])  # the CGC conv sees GCT's output

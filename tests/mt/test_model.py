@@ -93,6 +93,14 @@ def test_decoder_is_lightconvs_and_incremental_decoding_works(tiny_args):
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)
 
 
+def test_fairseq_finds_no_shared_parameters(tiny_args):
+    from fairseq.trainer import _catalog_shared_params
+
+    d = make_dictionary(40)
+    model = LightConvCGCModel.build_model(tiny_args, DummyTask(d, d))
+    assert _catalog_shared_params(model) == []  # no "detected shared parameter" lines in fairseq-train's log
+
+
 def test_parameter_counts_on_the_iwslt14_dictionaries(capsys):
     de, en = make_dictionary(8848), make_dictionary(6632)  # fairseq's IWSLT'14 de-en dictionaries
     counts = {}

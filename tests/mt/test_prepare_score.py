@@ -44,6 +44,19 @@ def write_release(folder: Path) -> list[list[str]]:
     return [r for k in range(5) for r in test[k::5]]
 
 
+def test_prepare_iwslt14_takes_an_already_prepared_folder(tmp_path):
+    bpe = TEXT / "iwslt14_bpe"  # what prepare-iwslt14.sh leaves: BPE-split {train,valid,test}.{de,en}
+    out = prepare_iwslt14(bpe, tmp_path / "from_bpe")
+    assert {p.name for p in (out / "data-bin").iterdir()} >= {"dict.de.txt", "dict.en.txt", "train.de-en.de.bin"}
+    assert not (out / "code").exists()  # binarised as it is
+    tok = tmp_path / "tok"  # tokenised, no BPE yet: the joint BPE is learned and applied
+    tok.mkdir()
+    for f in bpe.iterdir():
+        (tok / f.name).write_text(f.read_text().replace("@@ ", ""))
+    out = prepare_iwslt14(tok, tmp_path / "from_tok", merges=300, do_binarize=False)
+    assert (out / "code").is_file() and "@@ " in (out / "train.en").read_text()
+
+
 def test_prepare_iwslt14_matches_the_reference_tokenisation(tmp_path):
     release = tmp_path / "de-en"
     release.mkdir()

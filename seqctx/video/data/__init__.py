@@ -6,6 +6,7 @@ The path: annotation -> dataset -> sampler (indices) -> ``read_frames`` -> trans
 
 from .datasets import (
     DATASET_TYPES,
+    ON_ERROR,
     KineticsDataset,
     SomethingSomethingV1,
     SomethingSomethingV2,
@@ -13,6 +14,7 @@ from .datasets import (
     VideoListDataset,
     VideoRecord,
     build_dataset,
+    collate_clips,
     detect_format,
 )
 from .decode import BACKENDS, VideoError, open_video, read_frames
@@ -23,6 +25,7 @@ from .transforms import build_transform
 __all__ = [
     "BACKENDS",
     "DATASET_TYPES",
+    "ON_ERROR",
     "KineticsDataset",
     "SomethingSomethingV1",
     "SomethingSomethingV2",
@@ -34,6 +37,7 @@ __all__ = [
     "build_dataset",
     "build_sampler",
     "build_transform",
+    "collate_clips",
     "detect_format",
     "generate_synthetic",
     "open_video",

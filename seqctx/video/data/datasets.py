@@ -3,7 +3,8 @@
 Each item is ``(clip, label, meta)``: the transformed clip (``(3, T, H, W)``, or
 ``(V, 3, T, H, W)`` for multi-clip/multi-crop testing), the class index (-1 when unlabelled) and
 a dict with the video's ``id``, ``path`` and ``index``. The path of the data:
-annotation -> record -> sampler (indices) -> ``read_frames`` -> transform.
+annotation -> record -> sampler (indices) -> ``read_frames`` -> transform; :func:`collate_clips`
+batches items for the DataLoader.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
+
+from seqctx.errors import DataError
 
 from .decode import VideoError, open_video
 from .sampling import build_sampler
@@ -27,7 +30,8 @@ log = logging.getLogger(__name__)
 
 Sampler = Callable[..., list[int] | list[list[int]]]  # sampler(num_frames, rng=generator)
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
-ON_ERROR = ("skip", "raise")
+ON_ERROR = ("replace", "drop", "raise")
+LOAD_ERRORS = (VideoError, OSError, RuntimeError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,12 @@ class VideoDataset(Dataset):
             several clips), e.g. ``build_sampler("segments", train=True, num_segments=8)``;
             default: the 8 segment centres.
         transform: applied to each clip's uint8 ``(T, H, W, 3)`` frames.
-        on_error: ``"skip"`` logs an unreadable video once (path and reason), counts it in
-            :attr:`failures` and returns another sample chosen deterministically; ``"raise"``
-            raises :class:`VideoError` naming the file.
+        on_error: what an unreadable video gives. ``"replace"`` (training) logs it once (path
+            and reason), counts it in :attr:`failures` and returns another sample chosen
+            deterministically; ``"drop"`` (evaluation: no video may stand in for another) counts
+            and logs it and returns ``(None, label, meta)`` with the reason in ``meta["error"]``,
+            which :func:`collate_clips` leaves out of the batch and lists in
+            ``meta["failed"]``; ``"raise"`` raises :class:`VideoError` naming the file.
         backend: ``decord``, ``pyav``, ``torchcodec`` or ``frames``.
         classes: class names by index.
         seed: with :meth:`set_epoch`, makes each item's random sampling and augmentation a
@@ -64,7 +71,7 @@ class VideoDataset(Dataset):
         records: Sequence[VideoRecord],
         sampler: Sampler | None = None,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        on_error: str = "skip",
+        on_error: str = "replace",
         backend: str = "decord",
         classes: Sequence[str] = (),
         seed: int = 0,
@@ -72,7 +79,7 @@ class VideoDataset(Dataset):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if not records:
-            raise ValueError("the annotation file lists no videos")
+            raise DataError("the annotation file lists no videos")
         self.records = list(records)
         self.sampler = sampler or build_sampler("segments", train=False)
         self.transform = transform
@@ -129,21 +136,64 @@ class VideoDataset(Dataset):
         meta = {"id": record.id, "path": str(path), "index": index}
         return out, record.label, meta
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, dict[str, object]]:
+    def _count_failure(self, index: int, error: Exception, action: str) -> None:
+        with self._failures.get_lock():
+            self._failures.value += 1
+        key = str(self.records[index].id)
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning("%s video %s: %s", action, key, error)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, dict[str, object]]:
         if self.on_error == "raise":
             return self.load(index)
+        if self.on_error == "drop":
+            try:
+                return self.load(index)
+            except LOAD_ERRORS as e:
+                self._count_failure(index, e, "leaving out")
+                record = self.records[index]
+                return None, record.label, {"id": record.id, "path": "", "index": index, "error": str(e)}
         for attempt in range(min(len(self), 20)):
             j = (index + attempt * 7919) % len(self)  # deterministic replacement
             try:
                 return self.load(j)
-            except (VideoError, OSError, RuntimeError, ValueError) as e:
-                with self._failures.get_lock():
-                    self._failures.value += 1
-                key = str(self.records[j].id)
-                if key not in self._logged:
-                    self._logged.add(key)
-                    log.warning("skipping video %s: %s", key, e)
+            except LOAD_ERRORS as e:
+                self._count_failure(j, e, "replacing")
         raise VideoError(f"20 videos in a row failed to load, starting at item {index}; check the data set")
+
+    def check_found(self, count: int = 5) -> None:
+        """Raise :class:`DataError` when none of the first ``count`` videos exists: a wrong
+        ``root`` (or annotation) found before any work starts; the message says where it looked."""
+        head = self.records[:count]
+        for record in head:
+            if any(path.exists() for path in record.candidates):
+                return
+        looked = "; ".join(str(r.candidates[0]) for r in head[:3])
+        raise DataError(
+            f"none of the first {len(head)} videos of the annotation file exists (looked for {looked}, ...); "
+            "check data.root and the annotation file"
+        )
+
+    def max_label(self) -> int:
+        """The largest class index in the annotations (-1 when nothing is labelled)."""
+        return max(r.label for r in self.records)
+
+
+def collate_clips(
+    batch: Sequence[tuple[torch.Tensor | None, int, dict[str, object]]],
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, object]]:
+    """Batch ``(clip, label, meta)`` items: ``clips (B, ...)``, ``labels (B,)`` and ``meta`` (lists
+    of ``id``, ``path``, ``index``) of the readable items, plus ``meta["failed"]``: the
+    ``(id, reason)`` of the items left out (``on_error="drop"``). ``B`` may be 0."""
+    ok = [item for item in batch if item[0] is not None]
+    failed = [(str(m["id"]), str(m["error"])) for clip, _, m in batch if clip is None]
+    if ok:
+        clips, labels, meta = default_collate(ok)
+    else:
+        clips, labels, meta = torch.empty(0), torch.empty(0, dtype=torch.long), {"id": [], "path": [], "index": []}
+    meta["failed"] = failed
+    return clips, labels, meta
 
 
 def read_label_list(path: str | Path) -> list[str]:
@@ -155,7 +205,7 @@ def _label_index(classes: Sequence[str], label: str, source: str | Path) -> int:
     try:
         return classes.index(label)
     except ValueError:
-        raise ValueError(f"{source}: label {label!r} is not in the label map ({len(classes)} classes)") from None
+        raise DataError(f"{source}: label {label!r} is not in the label map ({len(classes)} classes)") from None
 
 
 class KineticsDataset(VideoDataset):
@@ -169,7 +219,7 @@ class KineticsDataset(VideoDataset):
         with open(csv_file, newline="") as f:
             rows = list(csv.DictReader(f))
         if rows and not {"youtube_id", "time_start", "time_end"} <= set(rows[0]):
-            raise ValueError(f"{csv_file}: expected the Kinetics columns label,youtube_id,time_start,time_end,split")
+            raise DataError(f"{csv_file}: expected the Kinetics columns label,youtube_id,time_start,time_end,split")
         classes = read_label_list(label_map) if label_map else sorted({r["label"] for r in rows if r.get("label")})
         records = []
         for r in rows:
@@ -203,7 +253,7 @@ class SomethingSomethingV2(VideoDataset):
             if "template" in entry:
                 key = ssv2_template(entry["template"])
                 if key not in label_ids:
-                    raise ValueError(f"{json_file}: template {key!r} of video {entry['id']} is not in {labels_file}")
+                    raise DataError(f"{json_file}: template {key!r} of video {entry['id']} is not in {labels_file}")
                 label = label_ids[key]
             else:
                 label = -1
@@ -242,8 +292,12 @@ class VideoListDataset(VideoDataset):
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) not in (2, 3):
-                raise ValueError(f"{list_file}:{n}: expected 'path label' or 'path num_frames label', got {line!r}")
+            if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[1:]):
+                raise DataError(
+                    f"{list_file}, line {n}: expected 'path label' (a video) or 'path num_frames label' (a frame "
+                    f"folder), whitespace-separated, numbers as whole numbers, and no spaces in the path; "
+                    f"got {line!r}"
+                )
             folders = len(parts) == 3
             frames = int(parts[1]) if folders else None
             records.append(VideoRecord(parts[0], int(parts[-1]), (root / parts[0],), frames))
@@ -279,12 +333,15 @@ def build_dataset(
 ) -> VideoDataset:
     """The dataset for an annotation file (format detected unless given); ``labels`` is the
     labels file of SSv1/SSv2 or Kinetics' optional label map; ``kwargs`` go to the dataset."""
+    for what, path in (("annotation file", annotation), ("labels file", labels)):
+        if path is not None and not Path(path).is_file():
+            raise DataError(f"{what} {path} not found")
     fmt = format or detect_format(annotation)
     if fmt not in DATASET_TYPES:
-        raise ValueError(f"unknown dataset format {fmt!r}; valid formats: {', '.join(DATASET_TYPES)}")
+        raise DataError(f"unknown dataset format {fmt!r}; valid formats: {', '.join(DATASET_TYPES)}")
     if fmt in ("ssv1", "ssv2"):
         if labels is None:
-            raise ValueError(f"{annotation}: the {fmt} format needs its labels file")
+            raise DataError(f"{annotation}: the {fmt} format needs its labels file (data.labels / --labels)")
         return DATASET_TYPES[fmt](annotation, labels, root, **kwargs)
     if fmt == "kinetics":
         return KineticsDataset(annotation, root, label_map=labels, **kwargs)

@@ -17,10 +17,12 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from seqctx.errors import UserError
+
 BACKENDS = ("decord", "pyav", "torchcodec", "frames")
 
 
-class VideoError(RuntimeError):
+class VideoError(UserError, RuntimeError):
     """A video that cannot be opened or decoded; the message names the file and the reason."""
 
 

@@ -109,8 +109,10 @@ def write_video(path: Path, frames: np.ndarray, fps: int, gop: int) -> None:
 def generate_synthetic(
     out_dir: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = False
 ) -> dict[str, Path]:
-    """Write ``videos/{id}.mp4``, ``labels.json``, ``train.json`` and ``validation.json`` (the SSv2
-    formats) under ``out_dir``. Deterministic given ``cfg.seed``. Returns the annotation paths."""
+    """Write ``videos/{id}.mp4`` under ``out_dir`` with two sets of annotations: ``labels.json``,
+    ``train.json`` and ``validation.json`` (the SSv2 formats), and ``classes.txt``, ``train.txt`` and
+    ``validation.txt`` (list files, ``videos/{id}.mp4 label``, paths relative to ``out_dir``: the
+    layout of "your own videos"). Deterministic given ``cfg.seed``. Returns the paths."""
     from tqdm import tqdm
 
     if cfg.size % 32:
@@ -138,7 +140,12 @@ def generate_synthetic(
     paths = {"labels": out / "labels.json", "root": out / "videos"}
     labels = {t.replace("[", "").replace("]", ""): str(i) for i, t in enumerate(templates)}
     paths["labels"].write_text(json.dumps(labels, indent=1))
+    paths["classes"] = out / "classes.txt"
+    paths["classes"].write_text("".join(t.replace("[", "").replace("]", "") + "\n" for t in templates))
+    index = {t: i for i, t in enumerate(templates)}
     for split, entries in splits.items():
         paths[split] = out / f"{split}.json"
         paths[split].write_text(json.dumps(entries, indent=1))
+        paths[f"{split}_list"] = out / f"{split}.txt"
+        paths[f"{split}_list"].write_text("".join(f"videos/{e['id']}.mp4 {index[e['template']]}\n" for e in entries))
     return paths

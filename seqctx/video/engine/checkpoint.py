@@ -4,12 +4,15 @@ broken ``latest.pt``), read with ``torch.load(..., weights_only=True)``."""
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from seqctx.errors import CheckpointError
 
 
 def rng_state() -> dict[str, Any]:
@@ -47,10 +50,29 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint file, read with ``weights_only=True``; :class:`CheckpointError` names the file
+    and the cause when it is missing, empty, truncated or holds more than tensors and containers."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise CheckpointError(f"no checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint (an interrupted copy or save?)")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), "")
+        raise CheckpointError(
+            f"{path} is not a seqctx checkpoint: it stores Python objects beyond tensors and plain containers "
+            f"({detail or 'not loadable with weights_only=True'}); seqctx reads the latest.pt/best.pt that "
+            "`seqctx train` writes (fairseq checkpoints belong to `seqctx mt evaluate` and fairseq-generate)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated, or another format): {e}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint (a dict of tensors)")
+    return obj
 
 
 def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:

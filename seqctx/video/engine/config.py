@@ -1,8 +1,9 @@
 """Experiment configs: YAML files (``_base_`` inheritance or flat), validated into dataclasses.
 
-Unknown keys and wrong types fail with the key's dotted name; ``--set a.b=value`` overrides
-(values parsed as YAML). Keys match the constructor arguments they feed (``build_model``,
-``build_transform``, ...).
+Unknown keys, wrong types and values outside a key's choices or range fail with the key's dotted
+name (:class:`~seqctx.errors.ConfigError`) when the config is loaded, before any work starts;
+``--set a.b=value`` overrides (values parsed as YAML; ``--set a.b=`` sets an optional key to
+none). Keys match the constructor arguments they feed (``build_model``, ``build_transform``, ...).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from seqctx.errors import ConfigError
+from seqctx.video.data import BACKENDS, DATASET_TYPES
 
 
 @dataclass
@@ -34,7 +38,7 @@ class DataConfig:
     format: str = "ssv2"  # kinetics | ssv2 | ssv1 | list
     root: str = ""
     train_annotation: str = ""
-    val_annotation: str = ""
+    val_annotation: str | None = None
     labels: str | None = None
     backend: str = "decord"
     sampler: str = "segments"  # segments | dense
@@ -47,7 +51,7 @@ class DataConfig:
     test_crops: int = 1
     batch_size: int = 8
     workers: int = 2
-    on_error: str = "skip"
+    on_error: str = "replace"  # training only: evaluation never replaces a video
 
 
 @dataclass
@@ -96,15 +100,33 @@ class Config:
         return dataclasses.asdict(self)
 
 
-class ConfigError(ValueError):
-    pass
+# Keys whose value must be one of a few choices, and keys with a lower bound.
+CHOICES: dict[str, tuple[object, ...]] = {
+    "data.format": tuple(DATASET_TYPES),
+    "data.backend": BACKENDS,
+    "data.sampler": ("segments", "dense"),
+    "data.crop": ("multiscale", "random_resized"),
+    "data.test_crops": (1, 3, 10),
+    "data.on_error": ("replace", "raise"),  # for training; evaluation leaves unreadable videos out
+    "optim.name": ("sgd", "adamw"),
+    "optim.schedule": ("step", "multistep", "cosine"),
+    "train.amp": (None, "bf16", "fp16"),
+    "train.freeze_bn": ("none", "partial", "all"),
+}
+MINIMUM: dict[str, float] = {
+    "model.num_classes": 1, "model.num_segments": 1, "model.width": 1, "model.input_size": 1,
+    "data.frame_interval": 1, "data.size": 1, "data.scale_size": 1, "data.test_clips": 1, "data.batch_size": 1,
+    "data.workers": 0, "optim.lr": 0, "optim.weight_decay": 0, "optim.step_size": 1, "optim.warmup_epochs": 0,
+    "train.epochs": 1, "train.accumulate": 1, "train.eval_every": 1, "train.checkpoint_every": 0,
+    "train.log_every": 1, "train.threads": 1,
+}  # fmt: skip
 
 
 def _check_type(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
-        if value is None and type(None) in options:
+        if (value is None or value == "") and type(None) in options:  # `--set key=` means none
             return None
         errors = []
         for opt in options:
@@ -161,7 +183,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML config with its ``_base_`` files (a path or a list, relative to the file) merged
     underneath, loaded with ``yaml.safe_load``."""
     path = Path(path)
-    data = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping")
     bases = data.pop("_base_", [])
@@ -193,8 +220,35 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(apply_overrides(data, overrides or []))
 
 
+def _validate(cfg: Config) -> Config:
+    """Choices, lower bounds, and the model's name and context, each named by its dotted key."""
+    from seqctx.video.models import MODELS
+
+    for key, choices in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            raise ConfigError(f"config key {key!r} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    for key, low in MINIMUM.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is not None and value < low:
+            raise ConfigError(f"config key {key!r} must be >= {low:g}, got {value!r}")
+    m = cfg.model
+    info = MODELS.get(m.name)
+    if info is None:
+        raise ConfigError(f"config key 'model.name' must be one of {', '.join(MODELS)}; got {m.name!r}")
+    if m.context is not None and m.context not in info.contexts:
+        raise ConfigError(
+            f"config key 'model.context' {m.context!r} is not available for {m.name}; "
+            f"valid choices: null, {', '.join(info.contexts)}"
+        )
+    return cfg
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
-    return _build(Config, data)
+    """Validate a config mapping (as read from YAML) into a :class:`Config`."""
+    return _validate(_build(Config, data))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

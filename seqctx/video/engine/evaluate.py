@@ -1,11 +1,18 @@
 """Evaluation: multi-clip x multi-crop testing with scores averaged per video, top-1/top-5 and
-mean class accuracy, per-video predictions as CSV, and top-5 predictions for any video."""
+mean class accuracy, per-video predictions as CSV and metrics as JSON, and top-5 predictions for
+any video.
+
+Evaluation never lets one video stand in for another: unreadable videos are left out, counted and
+named in the result, the CSV and the JSON. The model is always the checkpoint's own (its saved
+config); a config given beside it may change data and views, not the model.
+"""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,21 +20,36 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import Config
+from seqctx.errors import CheckpointError
+
+from .config import Config, ModelConfig, apply_overrides, config_from_dict, read_yaml
 
 
 @dataclass
 class EvalResult:
+    """Metrics over the videos that were read; ``unreadable`` lists ``(id, reason)`` of the others."""
+
     top1: float
     top5: float
     mean_class_accuracy: float
-    num_videos: int
+    num_videos: int  # videos evaluated (readable ones)
     scores: torch.Tensor  # (V, K) softmax averaged over views
     labels: torch.Tensor  # (V,)
     ids: list[str]
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
         return {"top1": self.top1, "top5": self.top5, "mean_class_accuracy": self.mean_class_accuracy}
+
+    def summary(self) -> str:
+        """One line: how many videos were evaluated, how many left out, and the metrics."""
+        line = f"{self.num_videos} videos evaluated"
+        if self.unreadable:
+            names = ", ".join(vid for vid, _ in self.unreadable[:5]) + (", ..." if len(self.unreadable) > 5 else "")
+            line += f" ({len(self.unreadable)} unreadable, left out: {names})"
+        return line + (
+            f": top-1 {self.top1:.2f}  top-5 {self.top5:.2f}  mean class accuracy {self.mean_class_accuracy:.2f}"
+        )
 
 
 def accuracy_metrics(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
@@ -53,10 +75,14 @@ def evaluate(
     progress: bool = True,
 ) -> EvalResult:
     """Runs every view of every video (clips ``(N, 3, T, H, W)`` or ``(N, V, 3, T, H, W)``) and
-    averages the softmax scores of a video's views."""
+    averages the softmax scores of a video's views; videos the loader could not read
+    (``meta["failed"]``, see :func:`~seqctx.video.data.collate_clips`) are listed, not scored."""
     model.eval()
-    all_scores, all_labels, ids = [], [], []
+    all_scores, all_labels, ids, unreadable = [], [], [], []
     for clips, labels, meta in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
+        unreadable += meta.get("failed", [])
+        if len(clips) == 0:
+            continue
         clips = clips.to(device, non_blocking=True)
         views = clips.shape[1] if clips.dim() == 6 else 1
         flat = clips.flatten(0, 1) if clips.dim() == 6 else clips
@@ -66,13 +92,17 @@ def evaluate(
         all_scores.append(scores.cpu())
         all_labels.append(torch.as_tensor(labels))
         ids += list(meta["id"])
-    scores, labels = torch.cat(all_scores), torch.cat(all_labels)
+    if not ids:
+        scores, labels = torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    else:
+        scores, labels = torch.cat(all_scores), torch.cat(all_labels)
     top1, top5, mca = accuracy_metrics(scores, labels)
-    return EvalResult(top1, top5, mca, len(ids), scores, labels, ids)
+    return EvalResult(top1, top5, mca, len(ids), scores, labels, ids, unreadable)
 
 
 def write_predictions(result: EvalResult, classes: Sequence[str], path: str | Path) -> None:
-    """One row per video: id, label, predicted class, its score and the top-5 class names."""
+    """One row per video: id, status, label, predicted class, its score and the top-5 class names;
+    an unreadable video's row has status ``unreadable: reason`` and no prediction."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -82,12 +112,23 @@ def write_predictions(result: EvalResult, classes: Sequence[str], path: str | Pa
     k = min(5, result.scores.shape[1])
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "label", "label_name", "pred", "pred_name", "score", "top5"])
+        w.writerow(["id", "status", "label", "label_name", "pred", "pred_name", "score", "top5"])
         for vid, label, s in zip(result.ids, result.labels.tolist(), result.scores, strict=True):
             top = s.topk(k)
             pred = int(top.indices[0])
-            w.writerow([vid, label, name(label) if label >= 0 else "", pred, name(pred), f"{top.values[0]:.4f}",
+            w.writerow([vid, "ok", label, name(label) if label >= 0 else "", pred, name(pred), f"{top.values[0]:.4f}",
                         "|".join(name(int(i)) for i in top.indices)])  # fmt: skip
+        for vid, reason in result.unreadable:
+            w.writerow([vid, f"unreadable: {reason}", "", "", "", "", "", ""])
+
+
+def write_metrics(result: EvalResult, path: str | Path, **info: object) -> None:
+    """The metrics, the number of videos evaluated and the unreadable ones (id and reason) as JSON;
+    ``info`` adds fields (checkpoint, views, ...)."""
+    record = {**info, **result.metrics(), "num_videos": result.num_videos,
+              "num_unreadable": len(result.unreadable),
+              "unreadable": [{"id": vid, "reason": reason} for vid, reason in result.unreadable]}  # fmt: skip
+    Path(path).write_text(json.dumps(record, indent=1) + "\n")
 
 
 def top_predictions(scores: torch.Tensor, classes: Sequence[str], k: int = 5) -> list[tuple[str, float]]:
@@ -98,33 +139,87 @@ def top_predictions(scores: torch.Tensor, classes: Sequence[str], k: int = 5) ->
     ]
 
 
+# Model keys that do not change what a trained network computes at test time.
+_FREE_AT_TEST = ("pretrained", "dropout")
+
+
+def model_conflicts(saved: ModelConfig, requested: ModelConfig, keys: Sequence[str]) -> list[str]:
+    """``"model.KEY: checkpoint X, requested Y"`` for each of ``keys`` whose values differ."""
+    return [
+        f"model.{k}: the checkpoint's is {getattr(saved, k)!r}, the request's {getattr(requested, k)!r}"
+        for k in keys
+        if getattr(saved, k) != getattr(requested, k)
+    ]
+
+
+def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
+    """The validated config a seqctx training checkpoint was trained with."""
+    if "config" not in ckpt or "model" not in ckpt:
+        kind = "a fairseq checkpoint" if {"cfg", "optimizer_history"} & set(ckpt) else "not a training checkpoint"
+        raise CheckpointError(
+            f"{path} is not a seqctx checkpoint ({kind}: it has no 'config' and 'model' entries; it has "
+            f"{', '.join(map(str, list(ckpt)[:8]))}); use the latest.pt/best.pt that `seqctx train` writes"
+        )
+    return config_from_dict(ckpt["config"])
+
+
 def load_trained_model(
     cfg_path: str | Path | None, checkpoint: str | Path, overrides: Sequence[str] = ()
 ) -> tuple[Config, nn.Module, list[str]]:
-    """``(cfg, model, classes)`` from a checkpoint; the config is the one saved in the checkpoint,
-    or ``cfg_path`` with ``overrides`` when given."""
-    from .checkpoint import load_checkpoint, model_state
-    from .config import apply_overrides, config_from_dict, load_config
+    """``(cfg, model, classes)`` from a training checkpoint. The model is always built from the
+    checkpoint's own config. ``cfg_path`` and ``overrides`` may change data, views and device;
+    a model key they set to another value than the checkpoint's raises :class:`CheckpointError`
+    naming both values (``pretrained`` and ``dropout`` are free: they do not change a trained
+    network's test output). Without ``cfg_path`` the checkpoint's config is the base."""
+    from .checkpoint import load_checkpoint
     from .loop import make_model
 
     ckpt = load_checkpoint(checkpoint)
-    if cfg_path is not None:
-        cfg = load_config(cfg_path, list(overrides))
-    else:
-        cfg = config_from_dict(apply_overrides(ckpt["config"], list(overrides)))
+    saved = checkpoint_config(ckpt, checkpoint)
+    data = read_yaml(cfg_path) if cfg_path is not None else saved.to_dict()
+    data = apply_overrides(data, list(overrides))
+    cfg = config_from_dict(data)
+    asked = [k for k in (data.get("model") or {}) if k not in _FREE_AT_TEST]
+    conflicts = model_conflicts(saved.model, cfg.model, asked)
+    if conflicts:
+        raise CheckpointError(
+            f"{checkpoint} holds another model than the one asked for: {'; '.join(conflicts)}. The checkpoint "
+            "decides the model: drop these model keys (or the config: `--checkpoint` alone uses the run's own)"
+        )
+    cfg.model = saved.model
     cfg.model.pretrained = None
     model = make_model(cfg)
-    model.load_state_dict(model_state(ckpt))
+    load_model_state(model, ckpt["model"], checkpoint)
     return cfg, model.eval(), list(ckpt.get("classes", []))
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``model.load_state_dict(state)``, with a short :class:`CheckpointError` (counts and a few
+    names) instead of PyTorch's full key dump when they do not fit."""
+    target = model.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in state.items()
+              if k in target and v.shape != target[k].shape]  # fmt: skip
+    if missing or unexpected or shapes:
+
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+        raise CheckpointError(
+            f"{path} does not fit the model: {len(missing)} missing tensors [{few(missing)}], {len(unexpected)} "
+            f"unexpected [{few(unexpected)}], {len(shapes)} of another shape [{few(shapes)}]"
+        )
+    model.load_state_dict(state)
 
 
 def evaluate_checkpoint(
     cfg_path: str | Path | None, checkpoint: str | Path, clips: int | None = None, crops: int | None = None,
-    overrides: Sequence[str] = (), out: str | Path | None = None,
+    overrides: Sequence[str] = (), out: str | Path | None = None, progress: bool = True,
 ) -> EvalResult:  # fmt: skip
-    """The test protocol: ``clips`` x ``crops`` views per video of ``data.val_annotation``,
-    metrics printed and per-video predictions written to ``out`` (default: next to the
-    checkpoint, ``predictions.csv``)."""
+    """The test protocol: ``clips`` x ``crops`` views per video of ``data.val_annotation`` with the
+    checkpoint's model; per-video predictions go to ``out`` (default: ``predictions.csv`` next to
+    the checkpoint) and the metrics, with the unreadable videos, to the same name with ``.json``."""
     from .distributed import local_device
     from .loop import EpochSampler, make_dataset, make_loader
 
@@ -132,28 +227,45 @@ def evaluate_checkpoint(
     device = local_device(cfg.train.device)
     dataset = make_dataset(cfg, train=False, clips=clips, crops=crops)
     loader = make_loader(cfg, dataset, EpochSampler(len(dataset), shuffle=False), cfg.data.batch_size)
-    result = evaluate(model.to(device), loader, device)
-    write_predictions(result, classes or dataset.classes, out or Path(checkpoint).with_name("predictions.csv"))
+    result = evaluate(model.to(device), loader, device, progress=progress)
+    csv_path = Path(out) if out else Path(checkpoint).with_name("predictions.csv")
+    write_predictions(result, classes or dataset.classes, csv_path)
+    views = {"clips": clips or cfg.data.test_clips, "crops": crops or cfg.data.test_crops}
+    write_metrics(result, csv_path.with_suffix(".json"), checkpoint=str(checkpoint),
+                  annotation=cfg.data.val_annotation, **views)  # fmt: skip
     return result
+
+
+@dataclass
+class Prediction:
+    """The top classes of one video file, or why it could not be read."""
+
+    video: str
+    top: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
 
 
 @torch.no_grad()
 def predict_videos(
-    cfg_path: str | Path | None, checkpoint: str | Path, videos: Sequence[str | Path], k: int = 5
-) -> dict[str, list[tuple[str, float]]]:
-    """Top-``k`` classes of each video file (centre clip, centre crop)."""
-    from seqctx.video.data import build_sampler, build_transform, open_video
+    checkpoint: str | Path, videos: Sequence[str | Path], k: int = 5, overrides: Sequence[str] = ()
+) -> Iterator[Prediction]:
+    """Top-``k`` classes of each video file (centre clip, centre crop; model, sampling and sizes
+    from the checkpoint's config, ``overrides`` applied), one :class:`Prediction` per video as it
+    is done; a video that cannot be read gives its error and the rest go on."""
+    from seqctx.video.data import VideoError, build_sampler, build_transform, open_video
 
-    cfg, model, classes = load_trained_model(cfg_path, checkpoint)
+    cfg, model, classes = load_trained_model(None, checkpoint, overrides)
     d = cfg.data
     sampler = build_sampler(
         d.sampler, train=False, num_segments=cfg.model.num_segments, frame_interval=d.frame_interval
     )
     transform = build_transform(False, size=d.size, scale_size=d.scale_size)
-    out = {}
     for path in videos:
-        source = open_video(path, d.backend if d.backend != "frames" else "decord")
-        clip = transform(source.read(sampler(source.num_frames)))
+        try:
+            source = open_video(path, d.backend if d.backend != "frames" else "decord")
+            clip = transform(source.read(sampler(source.num_frames)))
+        except (VideoError, OSError, RuntimeError, ValueError) as e:
+            yield Prediction(str(path), error=str(e))
+            continue
         scores = model(clip.unsqueeze(0)).softmax(-1)[0]
-        out[str(path)] = top_predictions(scores, classes, k)
-    return out
+        yield Prediction(str(path), top_predictions(scores, classes, k))

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from seqctx.video.data import VideoDataset, build_dataset, build_sampler, build_transform
+from seqctx.errors import DataError
+from seqctx.video.data import VideoDataset, build_dataset, build_sampler, build_transform, collate_clips
 from seqctx.video.models import build_model
 
 from .config import Config
@@ -55,6 +56,9 @@ def make_model(cfg: Config) -> nn.Module:
 def make_dataset(
     cfg: Config, train: bool, annotation: str | None = None, clips: int | None = None, crops: int | None = None
 ) -> VideoDataset:
+    """The training set (``data.on_error`` policy) or the evaluation set (``data.val_annotation``
+    unless ``annotation`` is given; unreadable videos are left out and reported, never replaced),
+    with its first videos checked to exist."""
     d = cfg.data
     sampler = build_sampler(
         d.sampler, train=train, num_segments=cfg.model.num_segments, frame_interval=d.frame_interval,
@@ -63,16 +67,32 @@ def make_dataset(
     transform = build_transform(
         train, size=d.size, scale_size=d.scale_size, crop=d.crop, flip=d.flip, test_crops=crops or d.test_crops
     )
-    return build_dataset(
-        annotation or (d.train_annotation if train else d.val_annotation), d.root, d.labels, d.format,
-        sampler=sampler, transform=transform, on_error=d.on_error if train else "skip", backend=d.backend,
+    annotation = annotation or (d.train_annotation if train else d.val_annotation)
+    if not annotation:
+        raise DataError(f"no {'data.train_annotation' if train else 'data.val_annotation'} to read videos from")
+    dataset = build_dataset(
+        annotation, d.root, d.labels, d.format,
+        sampler=sampler, transform=transform, on_error=d.on_error if train else "drop", backend=d.backend,
         seed=cfg.train.seed,
     )  # fmt: skip
+    dataset.check_found()
+    if dataset.max_label() >= cfg.model.num_classes:
+        raise DataError(
+            f"model.num_classes is {cfg.model.num_classes} but {annotation} has labels up to "
+            f"{dataset.max_label()} ({dataset.max_label() + 1} classes); set model.num_classes to at least "
+            f"{dataset.max_label() + 1}"
+        )
+    return dataset
 
 
-def make_loader(cfg: Config, dataset: VideoDataset, sampler: Sampler[int], batch_size: int) -> DataLoader:
+def make_loader(
+    cfg: Config, dataset: VideoDataset, sampler: Sampler[int], batch_size: int, train: bool = False
+) -> DataLoader:
+    """Batches of :func:`collate_clips`; a training loader drops the last partial batch (a batch
+    of one breaks BatchNorm on 1x1 maps, and would cost the epoch)."""
     workers = cfg.data.workers
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available(),
-        drop_last=False, generator=torch.Generator().manual_seed(cfg.train.seed),  # leaves the global RNG alone
+        drop_last=train, collate_fn=collate_clips,
+        generator=torch.Generator().manual_seed(cfg.train.seed),  # leaves the global RNG alone
     )  # fmt: skip

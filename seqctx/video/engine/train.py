@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +18,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from seqctx.errors import CheckpointError, DataError, WorkDirError
+
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, save_config
 from .distributed import all_reduce_mean, barrier, cleanup, init_distributed, is_main, local_device
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, checkpoint_config, evaluate, model_conflicts
 from .loop import EpochSampler, make_dataset, make_loader, make_model
 from .optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
+
+# What a run writes into its work_dir: a folder holding any of these holds a run.
+RUN_FILES = ("latest.pt", "best.pt", "config.yaml", "metrics.jsonl", "loss.png", "accuracy.png")
 
 
 def seed_everything(seed: int) -> None:
@@ -64,16 +70,29 @@ def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"train.amp must be null, 'bf16' or 'fp16', got {amp!r}")
 
 
+def move_run_aside(work_dir: Path) -> Path:
+    """Move the files of the run in ``work_dir`` into ``work_dir/replaced-<date>-<time>/``."""
+    dest = work_dir / time.strftime("replaced-%Y%m%d-%H%M%S")
+    dest.mkdir()
+    for name in RUN_FILES:
+        if (work_dir / name).exists():
+            shutil.move(work_dir / name, dest / name)
+    return dest
+
+
 class Trainer:
     """Trains ``cfg.model`` on ``cfg.data`` and evaluates it; writes into ``cfg.work_dir``:
     ``config.yaml`` (resolved), ``metrics.jsonl``, ``latest.pt``, ``best.pt`` and the plots.
 
-    ``on_iteration(epoch, iteration)`` is called after every iteration (tests use it to stop a
-    run as a kill would).
+    A work folder that holds a run is never written over silently: ``resume=True`` continues it
+    from ``latest.pt`` (with the same model: another model is a :class:`CheckpointError`),
+    ``overwrite=True`` moves its files into ``replaced-<date>-<time>/`` and starts afresh, and
+    neither raises :class:`WorkDirError`. ``on_iteration(epoch, iteration)`` is called after every
+    iteration (tests use it to stop a run as a kill would).
     """
 
     def __init__(
-        self, cfg: Config, resume: bool = False, progress: bool = True,
+        self, cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True,
         on_iteration: Callable[[int, int], None] | None = None,
     ) -> None:  # fmt: skip
         self.cfg, self.progress, self.on_iteration = cfg, progress, on_iteration
@@ -84,6 +103,7 @@ class Trainer:
         self.rank, self.world = init_distributed(self.device)
         seed_everything(t.seed)
         self.work_dir = Path(cfg.work_dir)
+        resume_from = self._claim_work_dir(resume, overwrite)
         self.amp = amp_dtype(t.amp, self.device)
         self.model = make_model(cfg).to(self.device)
         if t.sync_bn and self.device.type == "cuda" and self.world > 1:
@@ -96,15 +116,20 @@ class Trainer:
         self.val_set = make_dataset(cfg, train=False) if cfg.data.val_annotation else None
         self.batch = cfg.data.batch_size
         self.sampler = EpochSampler(len(self.train_set), shuffle=True, seed=t.seed, rank=self.rank, world=self.world)
-        self.iters_per_epoch = math.ceil(len(self.sampler) / self.batch)
+        self.iters_per_epoch = len(self.sampler) // self.batch  # the last partial batch is dropped
+        if self.iters_per_epoch == 0:
+            raise DataError(
+                f"the training set has {len(self.train_set)} videos ({len(self.sampler)} per process), fewer than "
+                f"one batch (data.batch_size={self.batch}); lower data.batch_size"
+            )
         self.optimizer = build_optimizer(self.model, cfg.optim)
         steps = math.ceil(self.iters_per_epoch / t.accumulate)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, steps, t.epochs)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
         self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
-        if resume and (self.work_dir / "latest.pt").is_file():
-            self._restore(load_checkpoint(self.work_dir / "latest.pt"))
+        if resume_from is not None:
+            self._restore(resume_from)
         self.ddp: nn.Module = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -114,6 +139,41 @@ class Trainer:
             save_config(cfg, self.work_dir / "config.yaml")
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def _claim_work_dir(self, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+        """Check the work folder before anything is written; returns the checkpoint to resume."""
+        wd, t = self.work_dir, self.cfg.train
+        if resume and overwrite:
+            raise WorkDirError("--resume continues the run in the work folder, --overwrite replaces it: choose one")
+        if resume:
+            if not (wd / "latest.pt").is_file():
+                raise WorkDirError(f"nothing to resume in {wd}: it has no latest.pt (start the run without --resume)")
+            ckpt = load_checkpoint(wd / "latest.pt")
+            saved = checkpoint_config(ckpt, wd / "latest.pt")
+            keys = [k for k in vars(saved.model) if k != "pretrained"]
+            conflicts = model_conflicts(saved.model, self.cfg.model, keys)
+            if conflicts:
+                raise CheckpointError(
+                    f"cannot resume {wd}: its run trained another model ({'; '.join(conflicts)}); resume with the "
+                    "run's own model keys, or --overwrite to start a new run there"
+                )
+            if ckpt["epoch"] >= t.epochs and ckpt["iteration"] == 0:
+                raise WorkDirError(
+                    f"the run in {wd} is finished ({ckpt['epoch']} of train.epochs={t.epochs} epochs); raise "
+                    "train.epochs to train on, or --overwrite to start afresh"
+                )
+            return ckpt
+        existing = [name for name in RUN_FILES if (wd / name).exists()]
+        if existing and not overwrite:
+            raise WorkDirError(
+                f"{wd} holds a run ({', '.join(existing)}): --resume to continue it, --overwrite to start afresh "
+                "(its files are moved into a replaced-<date>-<time> folder there), or another --work-dir"
+            )
+        barrier()  # every process has looked before the main one moves anything
+        if existing and is_main():
+            log.info("moved the previous run's files to %s", move_run_aside(wd))
+        barrier()
+        return None
+
     def _state(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
@@ -153,7 +213,7 @@ class Trainer:
         self.sampler.set_epoch(epoch, skip=self.iteration * self.batch)
         self.train_set.set_epoch(epoch)
         self.train_set.reset_failures()
-        loader = make_loader(self.cfg, self.train_set, self.sampler, self.batch)
+        loader = make_loader(self.cfg, self.train_set, self.sampler, self.batch, train=True)
         self.ddp.train()
         freeze_batchnorm(self.model, t.freeze_bn)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (self.progress and is_main()),
@@ -204,10 +264,15 @@ class Trainer:
         self.scheduler.step()
 
     def validate(self) -> EvalResult | None:
+        """Evaluate on ``data.val_annotation`` (unreadable videos left out and reported)."""
         if self.val_set is None:
             return None
+        self.val_set.reset_failures()
         loader = make_loader(self.cfg, self.val_set, EpochSampler(len(self.val_set), shuffle=False), self.batch)
-        return evaluate(self.model, loader, self.device, self.amp, progress=self.progress)
+        result = evaluate(self.model, loader, self.device, self.amp, progress=self.progress)
+        if result.unreadable:
+            log.warning("validation: %s", result.summary())
+        return result
 
     def fit(self) -> dict[str, float]:
         """Train to ``cfg.train.epochs``; returns the last validation metrics (and the train loss)."""
@@ -222,7 +287,8 @@ class Trainer:
                 result = self.validate()
                 if result is not None:
                     metrics.update(result.metrics())
-                    self._log({"type": "val", "epoch": self.epoch, **result.metrics()})
+                    self._log({"type": "val", "epoch": self.epoch, **result.metrics(), "num_videos": result.num_videos,
+                               "unreadable": [vid for vid, _ in result.unreadable]})  # fmt: skip
                     if result.top1 > self.best_top1:
                         self.best_top1 = result.top1
                         self._save("best.pt")

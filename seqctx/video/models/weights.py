@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from seqctx.errors import CheckpointError
+
 log = logging.getLogger(__name__)
 
 
@@ -44,6 +46,10 @@ def inflate_kernel(weight: Tensor, time: int) -> Tensor:
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """A state dict from a file saved by ``torch.save`` (plain, or under ``state_dict``/``model``),
     loaded with ``weights_only=True``."""
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"pretrained weights {path} not found (model.pretrained; see the README for ImageNet weights)"
+        )
     obj = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -58,7 +64,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
 
     torchvision names map to ``trunk.*`` and ``fc.*`` to ``head.fc.*``; 4-D kernels are inflated
     where the model's are 5-D. Context operators and P3D's temporal convolutions keep their own
-    initialisation; a head of a different size is left alone. The report is logged and returned.
+    initialisation; a head of a different size is left alone. The report is logged (INFO, which
+    the ``seqctx`` command shows) and returned; loading fewer than half of the model's tensors is
+    logged as a WARNING: the file is probably not the model's ImageNet ResNet.
     """
     state = read_state_dict(path)
     target = model.state_dict()
@@ -81,5 +89,12 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
         report.loaded.append(name)
     report.missing = [k for k in target if k not in to_load]
     model.load_state_dict(to_load, strict=False)
-    log.info("pretrained %s: %s", path, report)
+    log.info("pretrained weights %s: %s", path, report)
+    counted = [k for k in target if not k.endswith("num_batches_tracked")]  # BN counters fit any model
+    filled = [k for k in report.loaded if not k.endswith("num_batches_tracked")]
+    if len(filled) < len(counted) / 2:
+        log.warning(
+            "pretrained weights %s filled only %d of the model's %d weight tensors: is it a torchvision ResNet of "
+            "the same depth and width?", path, len(filled), len(counted),
+        )  # fmt: skip
     return report

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from seqctx.errors import DataError
 from seqctx.video.data import (
     KineticsDataset,
     SomethingSomethingV1,
@@ -81,9 +82,10 @@ def test_list_file_for_any_dataset(tmp_path):
     ds = VideoListDataset(tmp_path / "list.txt", SSV2, sampler=segments())
     assert len(ds) == 2 and ds[1][1] == 7
     assert detect_format(tmp_path / "list.txt") == "list"
-    with pytest.raises(ValueError, match="bad.txt:1: expected 'path label'"):
-        (tmp_path / "bad.txt").write_text("a b c d\n")
-        VideoListDataset(tmp_path / "bad.txt", SSV2)
+    for bad in ("a b c d\n", "my video.webm 3\n", "videos/x.webm three\n"):
+        (tmp_path / "bad.txt").write_text("videos/100005.webm 3\n" + bad)
+        with pytest.raises(DataError, match="bad.txt, line 2: expected 'path label'"):
+            VideoListDataset(tmp_path / "bad.txt", SSV2)
 
 
 def test_train_pipeline_shapes_and_multi_view_testing():

@@ -3,9 +3,10 @@ from pathlib import Path
 import pytest
 
 from seqctx.video.engine import load_config
+from seqctx.video.engine.demo import DEMO_CONFIG
 from seqctx.video.models import build_model
 
-CONFIGS = sorted(p for p in (Path(__file__).parents[3] / "video_configs").glob("*.yaml"))
+CONFIGS = [*sorted((Path(__file__).parents[3] / "video_configs").glob("*.yaml")), DEMO_CONFIG]  # demo: packaged
 
 
 def test_there_is_a_config_per_table_row():
@@ -20,7 +21,7 @@ def test_there_is_a_config_per_table_row():
         "p3d_r50_cgc1d3d_sthv1_32f",
     } <= names
     assert {"i3d_r50_k400_32f", "i3d_r50_gct_k400_32f", "i3d_r101_k400_32f", "i3d_r101_gct_k400_32f"} <= names
-    assert "demo_synthetic" in names
+    assert {"demo_synthetic", "my_videos_tsm_r18"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

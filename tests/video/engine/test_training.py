@@ -4,36 +4,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from seqctx.cli import main
-from seqctx.video.data import SynthConfig, generate_synthetic
-from seqctx.video.engine import Trainer, load_config
+from seqctx.video.engine import Trainer
 from seqctx.video.engine.checkpoint import load_checkpoint, save_checkpoint
 
-REPO = Path(__file__).parents[3]
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    generate_synthetic(root, SynthConfig(classes=4, videos_per_class=4, num_frames=8, size=32, seed=3))
-    return root
-
-
-def tiny_config(synth, work_dir, *extra):
-    sets = [
-        "model.name=tsm_r18", "model.num_classes=4", "model.num_segments=4", "model.width=8", "model.input_size=32",
-        "model.dropout=0.0", f"data.root={synth / 'videos'}", f"data.train_annotation={synth / 'train.json'}",
-        f"data.val_annotation={synth / 'validation.json'}", f"data.labels={synth / 'labels.json'}",
-        "data.size=32", "data.scale_size=32", "data.batch_size=4", "data.workers=0", "data.flip=false",
-        "train.epochs=2", "train.log_every=1", "train.threads=1", "optim.lr=0.01", "optim.milestones=[1]",
-        f"work_dir={work_dir}", *extra,
-    ]  # fmt: skip
-    return load_config(REPO / "video_configs" / "demo_synthetic.yaml", sets)
+from .runs import tiny_config
 
 
 def weights(path):
@@ -62,11 +41,12 @@ def test_train_save_resume_test_predict(synth, tmp_path, capsys):
     assert main(["test", str(cfg_file), "--checkpoint", str(run / "latest.pt"), "--clips", "2", "--crops", "3",
                  "--set", "data.scale_size=36"]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert "4 videos: top-1" in out
+    assert "4 videos evaluated: top-1" in out
     rows = (run / "predictions.csv").read_text().splitlines()
-    assert rows[0].startswith("id,label,label_name,pred,pred_name") and len(rows) == 5
+    assert rows[0].startswith("id,status,label,label_name,pred,pred_name") and len(rows) == 5
+    assert json.loads((run / "predictions.json").read_text())["clips"] == 2
     video = next((synth / "videos").glob("*.mp4"))
-    assert main(["predict", str(cfg_file), "--checkpoint", str(run / "latest.pt"), str(video)]) == 0
+    assert main(["predict", "--checkpoint", str(run / "latest.pt"), str(video)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == str(video) and len(lines) == 5  # the video and its top-4 (4 classes)
     assert "Moving something" in "".join(lines)
@@ -111,12 +91,12 @@ def test_a_kill_while_saving_never_breaks_latest(tmp_path, monkeypatch):
 
 def test_torchrun_two_processes_match_one(synth, tmp_path):
     common = ["train.epochs=1", "train.freeze_bn=all", "optim.clip_grad=null", "train.threads=1"]
-    single = tiny_config(synth, tmp_path / "one", *common, "data.batch_size=8")
+    single = tiny_config(synth, tmp_path / "one", *common, "data.batch_size=6")
     Trainer(single, progress=False).fit()
     cfg_file = tmp_path / "one" / "config.yaml"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "seqctx",
-           "train", str(cfg_file), "--set", "data.batch_size=4", "--work-dir", str(tmp_path / "two")]  # fmt: skip
+           "train", str(cfg_file), "--set", "data.batch_size=3", "--work-dir", str(tmp_path / "two")]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -1,0 +1,31 @@
+"""Errors a user can act on: bad configs, data, checkpoints and work folders.
+
+The ``seqctx`` command prints a :class:`UserError`'s message alone (no traceback) and exits with
+code 2; anything else is a bug and keeps its traceback. Each subclass also derives from the
+built-in exception a caller would expect (``ValueError``, ``FileNotFoundError``, ...), so code that
+catches those keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "UserError", "WorkDirError"]
+
+
+class UserError(Exception):
+    """A mistake in what the user gave (a config, a path, data): the message says what and how to fix it."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config key with an unknown name, a wrong type or a value outside its choices."""
+
+
+class DataError(UserError, ValueError):
+    """An annotation file, label map or data folder that cannot be used as given."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A file that is not a readable seqctx checkpoint, or one that does not fit the request."""
+
+
+class WorkDirError(UserError, FileExistsError):
+    """A work folder that holds another run (or none to resume)."""

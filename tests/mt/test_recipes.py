@@ -1,0 +1,57 @@
+"""Recipes: unknown keys and fairseq options fail before fairseq runs; averaging takes the last
+saved states by update count, the final one included."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqctx.cli import main
+from seqctx.errors import ConfigError
+from seqctx.mt.recipes import average_checkpoints, check_options, last_checkpoints, load_recipe, train_command
+
+RECIPE = Path(__file__).parents[2] / "mt_configs" / "multi30k_lightconv_cgc_small.yaml"
+
+
+def test_unknown_recipe_keys_name_the_valid_ones(capsys):
+    with pytest.raises(ConfigError, match=r"--set trian.lr: unknown recipe key 'trian'; valid: top-level data, arch"):
+        load_recipe(RECIPE, ["trian.lr=0.1"])
+    with pytest.raises(ConfigError, match="unknown recipe key 'lr'"):
+        load_recipe(RECIPE, ["lr=0.1"])
+    assert load_recipe(RECIPE, ["train.lr=0.1", "average_last=3"])["train"]["lr"] == 0.1
+    assert main(["mt", "train", str(RECIPE), "--dry-run", "--set", "trian.lr=0.1"]) == 2
+    assert "unknown recipe key 'trian'" in capsys.readouterr().err
+
+
+def test_fairseq_options_are_checked_by_fairseqs_parser(capsys):
+    recipe = load_recipe(RECIPE, ["train.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"fairseq-train rejects the recipe's options: .*--lrr.*did you mean --lr"):
+        check_options(train_command(recipe))
+    check_options(train_command(load_recipe(RECIPE)))  # the shipped recipe passes
+    assert main(["mt", "train", str(RECIPE), "--dry-run", "--set", "train.lrr=0.1"]) == 2
+    assert "did you mean --lr" in capsys.readouterr().err
+
+
+def fake_checkpoint(path: Path, updates: int, value: float) -> None:
+    """What fairseq saves, reduced to the fields averaging reads."""
+    torch.save({"model": {"w": torch.full((3,), value)}, "optimizer_history": [{"num_updates": updates}]}, path)
+
+
+def test_averaging_takes_the_last_states_by_update_count(tmp_path):
+    fake_checkpoint(tmp_path / "checkpoint1.pt", 400, 1.0)
+    fake_checkpoint(tmp_path / "checkpoint2.pt", 800, 2.0)
+    fake_checkpoint(tmp_path / "checkpoint10.pt", 4000, 10.0)  # 10 > 2 by number, not by name
+    fake_checkpoint(tmp_path / "checkpoint_last.pt", 4300, 11.0)  # stopped by max-update mid-epoch
+    fake_checkpoint(tmp_path / "checkpoint_best.pt", 800, 2.0)
+    chosen = last_checkpoints(tmp_path, 2)
+    assert [(p.name, u) for p, u in chosen] == [("checkpoint10.pt", 4000), ("checkpoint_last.pt", 4300)]
+    average_checkpoints([p for p, _ in chosen], tmp_path / "avg.pt")
+    assert torch.load(tmp_path / "avg.pt", weights_only=True)["model"]["w"].tolist() == [10.5] * 3
+    # one epoch, ended by max-update at its end: checkpoint_last is the same state as checkpoint1
+    solo = tmp_path / "solo"
+    solo.mkdir()
+    fake_checkpoint(solo / "checkpoint1.pt", 1500, 1.0)
+    fake_checkpoint(solo / "checkpoint_last.pt", 1500, 1.0)
+    assert [(p.name, u) for p, u in last_checkpoints(solo, 5)] == [("checkpoint1.pt", 1500)]
+    with pytest.raises(ConfigError, match="no fairseq checkpoints in"):
+        last_checkpoints(tmp_path / "none", 5)
