@@ -9,7 +9,8 @@ global context of its input (sec. 2.2)::
     G[n, h, i, k] = sigmoid(G1[n, i, k] + G2[n, h, k])          (eq. 1)
     y[n] = conv(x[n], W * G[n])                                 (eq. 2)
 
-with ``k`` the kernel's positions and ``d = prod(context_size) // 2 + 1`` latents.
+with ``k`` the kernel's positions and ``d = prod(context_size) // 2 + 1`` latents. Video layers
+(sec. 3.3) decode ``t x k`` values, one gate per time slice of the ``t x k x k`` context cube.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ContextGate", "ContextGatedConv1d", "ContextGatedConv2d", "ContextGatedConv3d"]
+__all__ = ["ContextGate", "ContextGatedConv1d", "ContextGatedConv2d", "ContextGatedConv3d", "slice_bounds"]
 
 _SizeArg = int | Sequence[int]
+_Args = tuple[int, ...]
 
 
 class ContextGate(nn.Module):
@@ -39,8 +41,10 @@ class ContextGate(nn.Module):
         channels_per_group: input channels per group of the channel-interacting linear layer
             (the paper fixes ``c/g = 16``); its weight is shared by the groups. A plain ``c -> o``
             linear layer is used when ``c`` is smaller or the groups do not divide ``c`` and ``o``.
+        time_slices: ``t``: the video gate's temporal slices (sec. 3.3: "the Gate Decoding Module
+            generates o x c x t x k x k gates"); ``D_c`` and ``D_o`` then decode ``t * k`` values.
 
-    Shapes: ``forward(context (N, c, context_numel)) -> gate (N, o, c/groups, k)`` in ``(0, 1)``.
+    Shapes: ``forward(context (N, c, context_numel)) -> gate (N, o, c/groups, t, k)`` in ``(0, 1)``.
     """
 
     def __init__(
@@ -51,11 +55,13 @@ class ContextGate(nn.Module):
         context_numel: int,
         groups: int = 1,
         channels_per_group: int = 16,
+        time_slices: int = 1,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.groups = groups
+        self.time_slices = time_slices
         latent = context_numel // 2 + 1
         ng = in_channels // channels_per_group
         if ng < 1 or in_channels % channels_per_group or out_channels % ng:
@@ -68,25 +74,39 @@ class ContextGate(nn.Module):
         # Channel interacting: grouped linear c -> o, one weight shared by the groups.
         self.interact = nn.Linear(in_channels // ng, out_channels // ng, bias=False)
         self.interact_norm = nn.BatchNorm1d(out_channels)
-        # Gate decoding: D_c and D_o, each shared across channels.
-        self.decode_in = nn.Linear(latent, kernel_numel, bias=False)
-        self.decode_out = nn.Linear(latent, kernel_numel, bias=False)
+        # Gate decoding: D_c and D_o, each shared across channels; t * k values for t time slices.
+        self.decode_in = nn.Linear(latent, time_slices * kernel_numel, bias=False)
+        self.decode_out = nn.Linear(latent, time_slices * kernel_numel, bias=False)
         for lin in (self.encode, self.interact, self.decode_in, self.decode_out):
             nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")  # He et al. (2015), sec. 3.1
 
-    def forward(self, context: Tensor) -> Tensor:
+    def logits(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """The two halves of the gate's logit (eq. 1): ``G1 (N, c, t*k)`` from context encoding and
+        ``G2 (N, o, t*k)`` from channel interacting."""
         n, c, _ = context.shape
-        o, g, ng = self.out_channels, self.groups, self.interact_groups
+        o, ng = self.out_channels, self.interact_groups
         e = self.encode(context)  # (N, c, d)
-        g1 = self.decode_in(F.relu(self.encode_norm(e)))  # (N, c, k)
+        g1 = self.decode_in(F.relu(self.encode_norm(e)))  # (N, c, t*k)
         z = F.relu(self.interact_in_norm(e))  # (N, c, d)
         d = z.shape[-1]
         z = self.interact(z.view(n, ng, c // ng, d).transpose(2, 3))  # (N, ng, d, o/ng)
         z = z.transpose(2, 3).reshape(n, o, d)  # (N, o, d)
-        g2 = self.decode_out(F.relu(self.interact_norm(z)))  # (N, o, k)
-        k = g1.shape[-1]
-        logits = g1.view(n, g, 1, c // g, k) + g2.view(n, g, o // g, 1, k)  # (N, g, o/g, c/g, k)
-        return torch.sigmoid(logits).view(n, o, c // g, k)
+        g2 = self.decode_out(F.relu(self.interact_norm(z)))  # (N, o, t*k)
+        return g1, g2
+
+    def forward(self, context: Tensor) -> Tensor:
+        g1, g2 = self.logits(context)
+        n, c, tk = g1.shape
+        o, g, t = self.out_channels, self.groups, self.time_slices
+        logits = g1.view(n, g, 1, c // g, tk) + g2.view(n, g, o // g, 1, tk)  # (N, g, o/g, c/g, t*k)
+        return torch.sigmoid(logits).view(n, o, c // g, t, tk // t)
+
+
+def slice_bounds(num_frames: int, time_slices: int) -> list[tuple[int, int]]:
+    """The frames ``[lo, hi)`` of each time slice: frame ``f`` of ``T`` belongs to slice
+    ``floor(f * t / T)``, the cell adaptive pooling assigns it to. A slice may be empty (``T < t``)."""
+    t, T = time_slices, num_frames
+    return [(-(-s * T // t), -(-(s + 1) * T // t)) for s in range(t)]
 
 
 class _ContextGatedConvNd:
@@ -98,8 +118,15 @@ class _ContextGatedConvNd:
     convolution, with no Python loop and no unfold. Memory: the gated kernels cost
     ``N * O * C/groups * prod(k)`` extra elements (the gate of the same size is kept for backward),
     e.g. 2.4M per sample for a 512->512 3x3 convolution; the pooled context and latents are
-    negligible. With ``num_segments`` the ``N*T`` frames of a video share one kernel, so the cost
-    is per video, not per frame.
+    negligible.
+
+    Video (sec. 3.3): with ``num_segments=T`` (the ``(N*T, C, H, W)`` frames of TSN/TSM) or on a
+    ``1 x k x k`` kernel of ``ContextGatedConv3d`` with a spatio-temporal ``context_size`` whose
+    temporal size is ``t > 1``, the gate has a time axis, ``(N, O, C/groups, t, *k)``: frame ``f``
+    (output time step ``f`` of a 3D convolution) is convolved with ``W * G[n, :, :, s]``,
+    ``s = floor(f * t / T)``, so the frames of one slice share a kernel and the batch of a
+    convolution call is those frames. ``temporal_gate=False`` decodes one gate per video for all
+    frames (an ablation).
     """
 
     _spatial_dims: int
@@ -131,6 +158,7 @@ class _ContextGatedConvNd:
         *,
         context_size: _SizeArg | None = None,
         num_segments: int | None = None,
+        temporal_gate: bool = True,
         channels_per_group: int = 16,
     ) -> None:
         super().__init__(  # type: ignore[call-arg]
@@ -166,6 +194,11 @@ class _ContextGatedConvNd:
                 f"got {context_size}"
             )
         self.context_size = context_size
+        # the video gate's time slices: frame models, and 1 x k x k kernels of 3D models
+        frames = num_segments is not None or (self._spatial_dims == 3 and self.kernel_size[0] == 1)
+        self.time_slices = context_size[0] if (temporal_gate and frames) else 1
+        if self.time_slices > 1 and self._spatial_dims == 3 and isinstance(self.padding, str):
+            raise ValueError(f"{name}: the time-varying gate needs numeric padding, got {self.padding!r}")
         self.gated = math.prod(self.kernel_size) > 1
         self.context_gate: ContextGate | None = None
         if self.gated:
@@ -176,6 +209,7 @@ class _ContextGatedConvNd:
                 math.prod(context_size),
                 groups,
                 channels_per_group,
+                self.time_slices,
             ).to(device=device, dtype=dtype)
 
     @classmethod
@@ -210,22 +244,24 @@ class _ContextGatedConvNd:
     def _pool_context(self, x: Tensor) -> Tensor:
         """``(N, C, *S)`` (or ``(N*T, C, H, W)`` with ``num_segments``) -> ``(N, C, prod(ctx))``."""
         if self.num_segments is not None:
-            x = self._frames_to_clips(x).transpose(1, 2)  # (N, C, T, H, W)
+            x = self._frames_to_clips(x, self.num_segments).transpose(1, 2)  # (N, C, T, H, W)
         pool = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[x.dim() - 3]
         return pool(x, self.context_size).flatten(2)
 
-    def _frames_to_clips(self, x: Tensor) -> Tensor:
+    def _frames_to_clips(self, x: Tensor, num_frames: int) -> Tensor:
+        """``(N*T, C, H, W) -> (N, T, C, H, W)``."""
         nt = x.shape[0]
-        t = self.num_segments
-        if nt % t:
-            raise ValueError(f"{type(self).__name__}: batch {nt} is not a multiple of num_segments={t}")
-        return x.view(nt // t, t, *x.shape[1:])  # (N, T, C, H, W)
+        if nt % num_frames:
+            raise ValueError(f"{type(self).__name__}: batch {nt} is not a multiple of num_segments={num_frames}")
+        return x.view(nt // num_frames, num_frames, *x.shape[1:])
 
     def gate(self, x: Tensor) -> Tensor:
-        """The kernel gate ``G`` (eq. 1): ``(N, O, C/groups, *k)``, one per sample (per video
-        with ``num_segments``); all ones when the kernel has a single position."""
+        """The kernel gate ``G`` (eq. 1): ``(N, O, C/groups, *k)``, one per sample (per video with
+        ``num_segments``), or ``(N, O, C/groups, t, *k)`` with the video gate's ``t`` time
+        slices; all ones when the kernel has a single position."""
         n = x.shape[0] // (self.num_segments or 1)
-        shape = (n, *self.weight.shape)
+        o, cg, *k = self.weight.shape
+        shape = (n, o, cg, self.time_slices, *k) if self.time_slices > 1 else (n, o, cg, *k)
         if self.context_gate is None:
             return x.new_ones(shape)
         return self.context_gate(self._pool_context(x)).view(shape)
@@ -233,29 +269,79 @@ class _ContextGatedConvNd:
     def forward(self, x: Tensor) -> Tensor:
         if not self.gated:
             return super().forward(x)  # type: ignore[misc]
-        weight = self.weight * self.gate(x)  # (N, O, C/g, *k)
-        n = weight.shape[0]
-        if self.num_segments is not None:  # frames of one video share a kernel: batch = time
-            x = self._frames_to_clips(x).transpose(0, 1).flatten(1, 2)  # (T, N*C, H, W)
-        else:
-            x = x.reshape(1, -1, *x.shape[2:])  # (1, N*C, *S)
-        bias = None if self.bias is None else self.bias.repeat(n)
-        padding = self.padding
-        if self.padding_mode != "zeros":
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            padding = 0
-        conv = (F.conv1d, F.conv2d, F.conv3d)[self._spatial_dims - 1]
-        y = conv(x, weight.flatten(0, 1), bias, self.stride, padding, self.dilation, self.groups * n)  # (B, N*O, *S')
+        gate = self.gate(x)
         if self.num_segments is not None:
-            t = y.shape[0]
-            return y.view(t, n, self.out_channels, *y.shape[2:]).transpose(0, 1).flatten(0, 1)
+            return self._conv_frames(x, gate, self.num_segments)
+        if self.time_slices > 1:
+            return self._conv_clip_frames(x, gate)
+        weight = self.weight * gate  # (N, O, C/g, *k)
+        n = weight.shape[0]
+        x, padding = self._pad(x.reshape(1, -1, *x.shape[2:]))  # (1, N*C, *S)
+        y = self._conv(x, weight.flatten(0, 1), n, self.stride, padding, self.dilation)  # (1, N*O, *S')
         return y.view(n, self.out_channels, *y.shape[2:])
+
+    def _pad(self, x: Tensor) -> tuple[Tensor, tuple[int, ...] | str]:
+        """Non-zero padding modes are applied to the input; the convolution then pads nothing."""
+        if self.padding_mode == "zeros":
+            return x, self.padding
+        return F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
+
+    def _conv(
+        self, x: Tensor, weight: Tensor, n: int, stride: _Args, padding: _Args | int | str, dilation: _Args
+    ) -> Tensor:
+        """One convolution of ``x (B, n*C, *S)`` with ``n`` stacked kernels ``(n*O, C/g, *k)``."""
+        dims = x.dim() - 2
+        bias = None if self.bias is None else self.bias.repeat(n)
+        conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
+        return conv(x, weight, bias, stride, padding, dilation, self.groups * n)
+
+    def _conv_frames(self, x: Tensor, gate: Tensor, num_frames: int) -> Tensor:
+        """``(N*T, C, H, W)`` frames -> ``(N*T, O, H', W')``: each time slice's frames of a video
+        with their slice's gated kernel (one call per slice, the slice's frames as its batch)."""
+        clips = self._frames_to_clips(x, num_frames)  # (N, T, C, H, W)
+        n = clips.shape[0]
+        weight = self.weight.view(self.out_channels, -1, *self.kernel_size[-2:])  # (O, C/g, kh, kw)
+        slices = gate if self.time_slices > 1 else gate.unsqueeze(3)  # (N, O, C/g, t, kh, kw)
+        slices = slices.reshape(*slices.shape[:4], *weight.shape[2:])
+        stride, padding, dilation = self._frame_conv_args()
+        outs = []
+        for s, (lo, hi) in enumerate(slice_bounds(num_frames, slices.shape[3])):
+            if hi <= lo:
+                continue
+            xs = clips[:, lo:hi].transpose(0, 1).flatten(1, 2)  # (T_s, N*C, H, W)
+            ws = (weight * slices[:, :, :, s]).flatten(0, 1)  # (N*O, C/g, kh, kw)
+            outs.append(self._conv(xs, ws, n, stride, padding, dilation))  # (T_s, N*O, H', W')
+        y = torch.cat(outs) if len(outs) > 1 else outs[0]  # (T, N*O, H', W')
+        return y.view(num_frames, n, self.out_channels, *y.shape[2:]).transpose(0, 1).flatten(0, 1)
+
+    def _frame_conv_args(self) -> tuple[_Args, _Args | int | str, _Args]:
+        """Stride, padding and dilation of the per-frame convolution (the spatial ones for 3D)."""
+        if self._spatial_dims == 2:
+            if self.padding_mode != "zeros":
+                return self.stride, 0, self.dilation
+            return self.stride, self.padding, self.dilation
+        padding = 0 if self.padding_mode != "zeros" else self.padding[1:]
+        return self.stride[1:], padding, self.dilation[1:]
+
+    def _conv_clip_frames(self, x: Tensor, gate: Tensor) -> Tensor:
+        """A ``1 x k x k`` 3D convolution of ``(N, C, T, H, W)`` with the time-varying gate: output
+        step ``f`` reads (padded) input frame ``f * stride_t``, convolved as a frame."""
+        x, _ = self._pad(x)
+        if self.padding_mode == "zeros" and self.padding[0]:
+            x = F.pad(x, (0, 0, 0, 0, self.padding[0], self.padding[0]))
+        x = x[:, :, :: self.stride[0]]  # (N, C, T', H, W): the input frame of each output step
+        n, c, t_out = x.shape[:3]
+        frames = x.transpose(1, 2).reshape(n * t_out, c, *x.shape[3:])  # (N*T', C, H, W)
+        y = self._conv_frames(frames, gate, t_out)  # (N*T', O, H', W')
+        return y.view(n, t_out, *y.shape[1:]).transpose(1, 2)  # (N, O, T', H', W')
 
     def extra_repr(self) -> str:
         s = super().extra_repr()  # type: ignore[misc]
         s += f", context_size={self.context_size}"
         if self.num_segments is not None:
             s += f", num_segments={self.num_segments}"
+        if self.time_slices > 1:
+            s += f", time_slices={self.time_slices}"
         return s
 
 
@@ -274,8 +360,9 @@ class ContextGatedConv2d(_ContextGatedConvNd, nn.Conv2d):
     (default: the kernel size).
 
     With ``num_segments=T`` it takes the ``(N*T, C, H, W)`` frames of TSN/TSM models, pools the
-    context of each video over a ``(T', H', W')`` cube (default ``k x k x k``, so
-    ``d = k^3 // 2 + 1``) and applies one gated kernel to all frames of the video.
+    context of each video over a ``(t, H', W')`` cube (default ``k x k x k``, so
+    ``d = k^3 // 2 + 1``) and decodes a gate with ``t`` time slices (sec. 3.3): frame ``f`` uses
+    slice ``floor(f * t / T)``; ``temporal_gate=False`` applies one gate to every frame.
     """
 
     _spatial_dims = 2
@@ -287,7 +374,9 @@ class ContextGatedConv3d(_ContextGatedConvNd, nn.Conv3d):
     ``context_size`` (default: the kernel size) sets the pooled context: a ``3x1x1`` temporal
     convolution gets 1-D temporal context (the paper's CGC-1D in P3D, sec. 3.3) and
     ``context_size=(3, 3, 3)`` on a ``1x3x3`` spatial convolution gives the spatio-temporal cube
-    of CGC-3D; ``d = prod(context_size) // 2 + 1``.
+    of CGC-3D, whose gate has ``t = 3`` time slices (output step ``f`` of ``T'`` uses slice
+    ``floor(f * t / T')``; ``temporal_gate=False``: one gate for all steps);
+    ``d = prod(context_size) // 2 + 1``.
     """
 
     _spatial_dims = 3

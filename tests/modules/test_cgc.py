@@ -130,24 +130,110 @@ def test_cgc_eval_mode_is_batch_independent(dims):
     torch.testing.assert_close(full, single, rtol=1e-5, atol=1e-5)
 
 
-def test_cgc_num_segments_one_gate_per_video_from_cube_context():
-    t, n = 4, 2
-    layer = ContextGatedConv2d(16, 16, 3, padding=1, num_segments=t)
-    assert layer.context_size == (3, 3, 3)
-    assert layer.context_gate.encode.weight.shape == (27 // 2 + 1, 27)
-    x = torch.randn(n * t, 16, 8, 10)
-    y = layer(x)
+def frame_reference(layer, x, num_frames):
+    """Loop over videos and frames: frame f of video n convolved with W * G[n, :, :, floor(f t / T)]."""
     gate = layer.gate(x)
-    assert gate.shape == (n, 16, 16, 3, 3)
-    clips = x.view(n, t, 16, 8, 10).transpose(1, 2)
+    t = gate.shape[3] if layer.time_slices > 1 else 1
+    gate = gate if layer.time_slices > 1 else gate.unsqueeze(3)
+    outs = []
+    for i in range(x.shape[0]):
+        n, f = divmod(i, num_frames)
+        w = layer.weight * gate[n, :, :, f * t // num_frames]
+        outs.append(F.conv2d(x[i : i + 1], w, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups))
+    return torch.cat(outs)
+
+
+def assert_same_values_and_gradients(layer, fast, ref, x):
+    grads = {}
+    for name, fn in (("fast", fast), ("ref", ref)):
+        layer.zero_grad()
+        x.grad = None
+        y = fn(x)
+        (y * torch.linspace(-1, 1, y.shape[1]).view(1, -1, *[1] * (y.dim() - 2))).sum().backward()
+        grads[name] = [y.detach(), x.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
+    assert grads["fast"][0].shape == grads["ref"][0].shape
+    for a, b in zip(grads["fast"], grads["ref"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("frames", "groups", "bias"), [(8, 1, False), (16, 2, True), (4, 1, True), (2, 1, False)])
+def test_video_gate_has_time_slices_and_equals_a_loop_over_frames(frames, groups, bias):
+    """Sec. 3.3: a c x k x k x k context cube, o x c x t x k x k gates; T < t works too."""
+    n = 2
+    layer = ContextGatedConv2d(16, 16, 3, padding=1, groups=groups, bias=bias, num_segments=frames)
+    assert layer.context_size == (3, 3, 3) and layer.time_slices == 3
+    assert layer.context_gate.encode.weight.shape == (27 // 2 + 1, 27)
+    assert layer.context_gate.decode_in.weight.shape == (3 * 9, 14)  # D_c: d -> t * k * k
+    x = torch.randn(n * frames, 16, 8, 10, requires_grad=True)
+    gate = layer.gate(x)
+    assert gate.shape == (n, 16, 16 // groups, 3, 3, 3)
+    clips = x.view(n, frames, 16, 8, 10).transpose(1, 2)
     ctx = F.adaptive_avg_pool3d(clips, (3, 3, 3)).flatten(2)
     torch.testing.assert_close(gate, layer.context_gate(ctx).view_as(gate))
-    for v in range(n):
-        for f in range(t):
-            ref = F.conv2d(x[v * t + f : v * t + f + 1], layer.weight * gate[v], layer.bias, padding=1)
-            torch.testing.assert_close(y[v * t + f : v * t + f + 1], ref, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="not a multiple of num_segments=4"):
-        layer(torch.randn(6, 16, 8, 8))
+    assert not torch.allclose(gate[:, :, :, 0], gate[:, :, :, 2])  # the gate varies over time
+    assert_same_values_and_gradients(layer, layer, lambda t: frame_reference(layer, t, frames), x)
+    with pytest.raises(ValueError, match=f"not a multiple of num_segments={frames}"):
+        layer(torch.randn(frames + 1, 16, 8, 8))
+
+
+def test_time_slices_partition_the_frames_as_floor_f_t_over_T():
+    from seqctx.modules.cgc import slice_bounds
+
+    for frames, t in ((8, 3), (16, 3), (2, 3), (7, 7), (5, 2), (1, 3)):
+        bounds = slice_bounds(frames, t)
+        cells = [next(s for s, (lo, hi) in enumerate(bounds) if lo <= f < hi) for f in range(frames)]
+        assert cells == [f * t // frames for f in range(frames)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == frames  # contiguous, every frame once
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+
+
+def test_temporal_gate_false_is_one_gate_per_video():
+    t, n = 4, 2
+    layer = ContextGatedConv2d(16, 16, 3, padding=1, num_segments=t, temporal_gate=False)
+    assert layer.time_slices == 1 and layer.context_gate.decode_in.weight.shape == (9, 14)
+    x = torch.randn(n * t, 16, 8, 10, requires_grad=True)
+    assert layer.gate(x).shape == (n, 16, 16, 3, 3)
+    assert_same_values_and_gradients(layer, layer, lambda v: frame_reference(layer, v, t), x)
+
+
+def clip_reference(layer, x):
+    """A 1 x k x k 3D conv, output step f of video n: frame f * stride_t of the time-padded input,
+    convolved in 2D with W * G[n, :, :, floor(f t / T')]."""
+    gate = layer.gate(x)  # (N, O, C/g, t, 1, kh, kw)
+    t = gate.shape[3]
+    pt, ph, pw = layer.padding
+    if layer.padding_mode == "zeros":
+        xp, padding = F.pad(x, (0, 0, 0, 0, pt, pt)), (ph, pw)
+    else:
+        xp, padding = F.pad(x, (pw, pw, ph, ph, pt, pt), mode=layer.padding_mode), 0
+    steps = range(0, xp.shape[2], layer.stride[0])
+    out = torch.stack(
+        [
+            torch.cat([F.conv2d(xp[v : v + 1, :, j], layer.weight[:, :, 0] * gate[v, :, :, f * t // len(steps), 0],
+                                layer.bias, layer.stride[1:], padding, layer.dilation[1:], layer.groups)
+                       for v in range(x.shape[0])])
+            for f, j in enumerate(steps)
+        ],
+        dim=2,
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    ("stride", "padding", "mode"),
+    [((1, 1, 1), (0, 1, 1), "zeros"), ((2, 2, 2), (0, 1, 1), "zeros"), ((1, 1, 1), (1, 1, 1), "zeros"),
+     ((1, 1, 1), (1, 1, 1), "replicate")],
+)  # fmt: skip
+def test_cgc3d_spatial_conv_has_a_time_varying_gate(stride, padding, mode):
+    layer = ContextGatedConv3d(8, 12, (1, 3, 3), stride, padding, groups=2, padding_mode=mode, context_size=(3, 3, 3))
+    assert layer.time_slices == 3
+    x = torch.randn(2, 8, 7, 6, 5, requires_grad=True)
+    assert layer.gate(x).shape == (2, 12, 4, 3, 1, 3, 3)
+    assert_same_values_and_gradients(layer, layer, lambda v: clip_reference(layer, v), x)
+    plain = ContextGatedConv3d(8, 12, (1, 3, 3), stride, padding, padding_mode=mode, context_size=(3, 3, 3),
+                               temporal_gate=False)  # fmt: skip
+    assert plain.time_slices == 1 and plain.gate(x).shape == (2, 12, 8, 1, 3, 3)
+    assert plain(x).shape == layer(x).shape
 
 
 def test_cgc3d_context_size_gives_cgc1d_and_cgc3d():
@@ -158,7 +244,8 @@ def test_cgc3d_context_size_gives_cgc1d_and_cgc3d():
     assert spatial.context_gate.encode.weight.shape == (14, 27)  # CGC-3D: cube context
     x = torch.randn(2, 16, 6, 7, 7)
     assert spatial(x).shape == (2, 16, 6, 7, 7)
-    assert spatial.gate(x).shape == (2, 16, 16, 1, 3, 3)
+    assert spatial.gate(x).shape == (2, 16, 16, 3, 1, 3, 3)  # t = 3 time slices
+    assert temporal.time_slices == 1 and temporal.gate(x).shape == (2, 16, 16, 3, 1, 1)
     with pytest.raises(ValueError, match="context_size must be 3 positive ints"):
         ContextGatedConv3d(4, 4, 3, context_size=(3, 3))
     with pytest.raises(ValueError, match="num_segments applies to ContextGatedConv2d only"):

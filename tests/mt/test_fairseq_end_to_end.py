@@ -44,5 +44,7 @@ def test_tiny_model_learns_then_generates_and_scores(tmp_path, capfd):
     assert main(["mt", "evaluate", str(path)]) == 0
     out = "".join(capfd.readouterr())
     assert "fairseq-generate" in out and "tokenised BLEU" in out and "nrefs:1" in out
+    averaged = re.findall(r"^  (checkpoint\S+\.pt)  \((\d+) updates\)$", out, flags=re.M)
+    assert len(averaged) == 2 and averaged[-1][1] == "200"  # the final state (max-update) is in
     generated = (tmp_path / "ckpt" / "generate-test.txt").read_text()
     assert len(re.findall(r"^H-\d+\t", generated, flags=re.M)) >= 90  # fairseq drops a few invalid-size pairs
