@@ -4,7 +4,8 @@ operator, as ratios to the plain backbone measured in the same run.
 Full size: 8x224x224 clips for TSN/TSM, 32x224x224 for P3D/I3D. ``--small``: 8x112x112 and
 16x112x112 (a CPU-friendly run). FLOPs per clip (forward) come from ``torch.utils.flop_counter``.
 
-Usage: ``python scripts/bench_models.py [--small] [--device cuda] [--models tsm_r50,...] [--out ...]``
+Usage: ``python scripts/bench_models.py [--small] [--device cuda] [--models tsm_r50,...]
+[--contexts cgc,gct] [--out ...]``
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main() -> None:
     p.add_argument("--small", action="store_true", help="112x112 frames, 16-frame 3D clips")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    p.add_argument("--contexts", help="comma-separated contexts to compare with the plain model (default: all)")
     p.add_argument("--batch", type=int, default=None, help="clips per step (default 8 on GPU, 2 on CPU)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", default="bench_results/models.json")
@@ -54,7 +56,8 @@ def main() -> None:
         frames = (16 if args.small else 32) if is3d else 8
         clip = torch.randn(batch, 3, frames, size, size, device=device)
         models = {}
-        for context in (None, *info.contexts):
+        wanted = info.contexts if args.contexts is None else [c for c in args.contexts.split(",") if c in info.contexts]
+        for context in (None, *wanted):
             model = build_model(name, 174, num_segments=frames, context=context, input_size=size).to(device)
             models[str(context)] = model
 

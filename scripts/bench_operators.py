@@ -3,7 +3,11 @@
 Shapes are the 3x3 convolutions of ResNet-50's four stages (2D, batch 32) and of a TSM model
 (8 segments: 4 videos x 8 frames). For each shape it times, in one interleaved run:
 
-* ``conv`` (the plain 3x3 convolution) and ``cgc`` (its context-gated twin): CGC / conv;
+* ``conv`` (the plain 3x3 convolution) and ``cgc`` (its context-gated twin): CGC / conv; beside
+  them two other formulations of the same layer on the same weights: ``cgc_materialised`` (the
+  gated kernels ``W * G`` formed by autograd and kept for backward: seqctx before the
+  recomputing autograd function) and ``cgc_unfold`` (unfold + batched matmul per sample, the
+  official code's formulation, written here); image shapes only;
 * ``block`` = conv + BN + ReLU, and the block with each operator where the papers put it:
   GCT before the conv, SE / GE-theta-minus after BN, CE between BN and ReLU, CGC as the conv.
 
@@ -16,12 +20,40 @@ import argparse
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from benchlib import device_info, peak_memory_bytes, print_table, time_interleaved, write_json
 from torch import nn
 
 from seqctx.modules import ContextGatedConv2d, create_context
 
 STAGES = [(64, 56), (128, 28), (256, 14), (512, 7)]
+
+
+class MaterialisedCGC(nn.Module):
+    """``layer``'s function with the gated kernels ``(N, O, C, k, k)`` formed by autograd: the
+    gate and the gated kernels are both kept for backward."""
+
+    def __init__(self, layer: ContextGatedConv2d) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m, n = self.layer, x.shape[0]
+        weight = (m.weight * m.gate(x)).flatten(0, 1)  # (N*O, C, k, k)
+        y = F.conv2d(x.reshape(1, -1, *x.shape[2:]), weight, None, m.stride, m.padding, m.dilation, n * m.groups)
+        return y.view(n, m.out_channels, *y.shape[2:])
+
+
+class UnfoldCGC(MaterialisedCGC):
+    """``layer``'s function as unfold + batched matmul per sample (groups = 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m, n = self.layer, x.shape[0]
+        cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # (N, C*k*k, L)
+        weight = (m.weight * m.gate(x)).flatten(2)  # (N, O, C*k*k)
+        geometry = zip(x.shape[2:], m.padding, m.dilation, m.kernel_size, m.stride, strict=True)
+        size = [(s + 2 * p - d * (k - 1) - 1) // st + 1 for s, p, d, k, st in geometry]
+        return torch.bmm(weight, cols).view(n, m.out_channels, *size)
 
 
 def build_variants(channels: int, num_segments: int | None) -> dict[str, nn.Module]:
@@ -37,9 +69,13 @@ def build_variants(channels: int, num_segments: int | None) -> dict[str, nn.Modu
         layers += [after_bn] if after_bn is not None else []
         return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
+    cgc_layer = cgc()
+    formulations = {} if num_segments else {"cgc_materialised": MaterialisedCGC(cgc_layer),
+                                            "cgc_unfold": UnfoldCGC(cgc_layer)}  # fmt: skip
     return {
         "conv": conv(),
-        "cgc": cgc(),
+        "cgc": cgc_layer,
+        **formulations,
         "block": block(),
         "block+gct": block(first=create_context("gct", channels)),
         "block+se": block(after_bn=create_context("se", channels)),
@@ -78,7 +114,7 @@ def main() -> None:
         times = time_interleaved(steps, device, args.rounds)
         mems = {k: peak_memory_bytes(fn, device) for k, fn in steps.items()}
         for k in variants:
-            ref = "conv" if k == "cgc" else "block" if k != "conv" else "conv"
+            ref = "conv" if k == "conv" or k.startswith("cgc") else "block"
             rows.append(
                 {
                     "shape": label,

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .gated_conv import gate_from_logits, kernel_gated_conv
+
 __all__ = ["ContextGate", "ContextGatedConv1d", "ContextGatedConv2d", "ContextGatedConv3d", "slice_bounds"]
 
 _SizeArg = int | Sequence[int]
-_Args = tuple[int, ...]
 
 
 class ContextGate(nn.Module):
@@ -95,11 +96,8 @@ class ContextGate(nn.Module):
         return g1, g2
 
     def forward(self, context: Tensor) -> Tensor:
-        g1, g2 = self.logits(context)
-        n, c, tk = g1.shape
-        o, g, t = self.out_channels, self.groups, self.time_slices
-        logits = g1.view(n, g, 1, c // g, tk) + g2.view(n, g, o // g, 1, tk)  # (N, g, o/g, c/g, t*k)
-        return torch.sigmoid(logits).view(n, o, c // g, t, tk // t)
+        gate = gate_from_logits(*self.logits(context), self.groups)  # (N, o, c/g, t*k)
+        return gate.view(*gate.shape[:3], self.time_slices, -1)
 
 
 def slice_bounds(num_frames: int, time_slices: int) -> list[tuple[int, int]]:
@@ -112,13 +110,14 @@ def slice_bounds(num_frames: int, time_slices: int) -> list[tuple[int, int]]:
 class _ContextGatedConvNd:
     """Shared machinery of the CGC layers; mixed in before ``nn.Conv{1,2,3}d``.
 
-    The per-sample convolution folds the batch into the group dimension: the input
-    ``(N, C, *S)`` is viewed as ``(1, N*C, *S)`` and convolved once with the stacked gated kernels
-    ``(N*O, C/groups, *k)`` and ``groups = N * groups``. It runs the same kernels as the plain
-    convolution, with no Python loop and no unfold. Memory: the gated kernels cost
-    ``N * O * C/groups * prod(k)`` extra elements (the gate of the same size is kept for backward),
-    e.g. 2.4M per sample for a 512->512 3x3 convolution; the pooled context and latents are
-    negligible.
+    The per-sample convolution (:func:`~seqctx.modules.gated_conv.kernel_gated_conv`) folds the
+    batch into the group dimension (``(1, N*C, *S)`` convolved with the stacked gated kernels
+    ``(N*O, C/groups, *k)``, ``groups = N * groups``) or, on small maps, multiplies unfolded
+    windows by each sample's kernel, in chunks of samples whose gated kernels stay under
+    ``kernel_budget`` bytes (default: per device, :data:`~seqctx.modules.gated_conv.DEFAULT_BUDGET`).
+    Only the input, the weight and the gate's logits (``(N, C, k)`` and ``(N, O, k)``) are kept for
+    backward, which rebuilds the gated kernels: no ``N x O x C/groups x k`` tensor lives between
+    forward and backward.
 
     Video (sec. 3.3): with ``num_segments=T`` (the ``(N*T, C, H, W)`` frames of TSN/TSM) or on a
     ``1 x k x k`` kernel of ``ContextGatedConv3d`` with a spatio-temporal ``context_size`` whose
@@ -160,6 +159,7 @@ class _ContextGatedConvNd:
         num_segments: int | None = None,
         temporal_gate: bool = True,
         channels_per_group: int = 16,
+        kernel_budget: int | None = None,
     ) -> None:
         super().__init__(  # type: ignore[call-arg]
             in_channels,
@@ -194,11 +194,10 @@ class _ContextGatedConvNd:
                 f"got {context_size}"
             )
         self.context_size = context_size
+        self.kernel_budget = kernel_budget
         # the video gate's time slices: frame models, and 1 x k x k kernels of 3D models
         frames = num_segments is not None or (self._spatial_dims == 3 and self.kernel_size[0] == 1)
         self.time_slices = context_size[0] if (temporal_gate and frames) else 1
-        if self.time_slices > 1 and self._spatial_dims == 3 and isinstance(self.padding, str):
-            raise ValueError(f"{name}: the time-varying gate needs numeric padding, got {self.padding!r}")
         self.gated = math.prod(self.kernel_size) > 1
         self.context_gate: ContextGate | None = None
         if self.gated:
@@ -269,70 +268,55 @@ class _ContextGatedConvNd:
     def forward(self, x: Tensor) -> Tensor:
         if not self.gated:
             return super().forward(x)  # type: ignore[misc]
-        gate = self.gate(x)
+        g1, g2 = self.context_gate.logits(self._pool_context(x))  # (N, C, t*K), (N, O, t*K)
         if self.num_segments is not None:
-            return self._conv_frames(x, gate, self.num_segments)
+            return self._conv_frames(*self._pad(x), g1, g2, self.num_segments)
         if self.time_slices > 1:
-            return self._conv_clip_frames(x, gate)
-        weight = self.weight * gate  # (N, O, C/g, *k)
-        n = weight.shape[0]
-        x, padding = self._pad(x.reshape(1, -1, *x.shape[2:]))  # (1, N*C, *S)
-        y = self._conv(x, weight.flatten(0, 1), n, self.stride, padding, self.dilation)  # (1, N*O, *S')
-        return y.view(n, self.out_channels, *y.shape[2:])
+            return self._conv_clip_frames(x, g1, g2)
+        x, padding = self._pad(x)
+        y = kernel_gated_conv(
+            x.unsqueeze(1), self.weight, g1, g2, self.bias, self.stride, padding, self.dilation, self.groups,
+            self.kernel_budget,
+        )  # (N, 1, O, *S')  # fmt: skip
+        return y.squeeze(1)
 
-    def _pad(self, x: Tensor) -> tuple[Tensor, tuple[int, ...] | str]:
-        """Non-zero padding modes are applied to the input; the convolution then pads nothing."""
-        if self.padding_mode == "zeros":
+    def _pad(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """``(x, padding)`` for the gated convolution: numeric zero padding is left to it (no
+        padded copy is kept for backward); ``"same"``/``"valid"`` and other padding modes are
+        applied to the input here."""
+        if self.padding_mode == "zeros" and not isinstance(self.padding, str):
             return x, self.padding
-        return F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        return F.pad(x, self._reversed_padding_repeated_twice, mode=mode), (0,) * self._spatial_dims
 
-    def _conv(
-        self, x: Tensor, weight: Tensor, n: int, stride: _Args, padding: _Args | int | str, dilation: _Args
-    ) -> Tensor:
-        """One convolution of ``x (B, n*C, *S)`` with ``n`` stacked kernels ``(n*O, C/g, *k)``."""
-        dims = x.dim() - 2
-        bias = None if self.bias is None else self.bias.repeat(n)
-        conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
-        return conv(x, weight, bias, stride, padding, dilation, self.groups * n)
-
-    def _conv_frames(self, x: Tensor, gate: Tensor, num_frames: int) -> Tensor:
-        """``(N*T, C, H, W)`` frames -> ``(N*T, O, H', W')``: each time slice's frames of a video
-        with their slice's gated kernel (one call per slice, the slice's frames as its batch)."""
+    def _conv_frames(self, x: Tensor, padding: tuple[int, ...], g1: Tensor, g2: Tensor, num_frames: int) -> Tensor:
+        """``(N*T, C, H, W)`` frames -> ``(N*T, O, H', W')``, zero-padded by ``padding``: each time
+        slice's frames of a video with their slice's gated kernel, the slice's frames as the batch
+        of its convolution."""
         clips = self._frames_to_clips(x, num_frames)  # (N, T, C, H, W)
-        n = clips.shape[0]
+        k = g1.shape[-1] // self.time_slices
         weight = self.weight.view(self.out_channels, -1, *self.kernel_size[-2:])  # (O, C/g, kh, kw)
-        slices = gate if self.time_slices > 1 else gate.unsqueeze(3)  # (N, O, C/g, t, kh, kw)
-        slices = slices.reshape(*slices.shape[:4], *weight.shape[2:])
-        stride, padding, dilation = self._frame_conv_args()
+        stride, dilation = self.stride[-2:], self.dilation[-2:]
         outs = []
-        for s, (lo, hi) in enumerate(slice_bounds(num_frames, slices.shape[3])):
+        for s, (lo, hi) in enumerate(slice_bounds(num_frames, self.time_slices)):
             if hi <= lo:
                 continue
-            xs = clips[:, lo:hi].transpose(0, 1).flatten(1, 2)  # (T_s, N*C, H, W)
-            ws = (weight * slices[:, :, :, s]).flatten(0, 1)  # (N*O, C/g, kh, kw)
-            outs.append(self._conv(xs, ws, n, stride, padding, dilation))  # (T_s, N*O, H', W')
-        y = torch.cat(outs) if len(outs) > 1 else outs[0]  # (T, N*O, H', W')
-        return y.view(num_frames, n, self.out_channels, *y.shape[2:]).transpose(0, 1).flatten(0, 1)
+            g1s, g2s = g1[:, :, s * k : (s + 1) * k].contiguous(), g2[:, :, s * k : (s + 1) * k].contiguous()
+            outs.append(kernel_gated_conv(clips[:, lo:hi], weight, g1s, g2s, self.bias, stride, padding, dilation,
+                                          self.groups, self.kernel_budget))  # (N, T_s, O, H', W')  # fmt: skip
+        y = torch.cat(outs, 1) if len(outs) > 1 else outs[0]  # (N, T, O, H', W')
+        return y.flatten(0, 1)
 
-    def _frame_conv_args(self) -> tuple[_Args, _Args | int | str, _Args]:
-        """Stride, padding and dilation of the per-frame convolution (the spatial ones for 3D)."""
-        if self._spatial_dims == 2:
-            if self.padding_mode != "zeros":
-                return self.stride, 0, self.dilation
-            return self.stride, self.padding, self.dilation
-        padding = 0 if self.padding_mode != "zeros" else self.padding[1:]
-        return self.stride[1:], padding, self.dilation[1:]
-
-    def _conv_clip_frames(self, x: Tensor, gate: Tensor) -> Tensor:
+    def _conv_clip_frames(self, x: Tensor, g1: Tensor, g2: Tensor) -> Tensor:
         """A ``1 x k x k`` 3D convolution of ``(N, C, T, H, W)`` with the time-varying gate: output
-        step ``f`` reads (padded) input frame ``f * stride_t``, convolved as a frame."""
-        x, _ = self._pad(x)
-        if self.padding_mode == "zeros" and self.padding[0]:
-            x = F.pad(x, (0, 0, 0, 0, self.padding[0], self.padding[0]))
+        step ``f`` reads padded input frame ``f * stride_t``, convolved as a frame."""
+        x, padding = self._pad(x)
+        if padding[0]:  # zero frames at both ends
+            x = F.pad(x, (0, 0, 0, 0, padding[0], padding[0]))
         x = x[:, :, :: self.stride[0]]  # (N, C, T', H, W): the input frame of each output step
         n, c, t_out = x.shape[:3]
         frames = x.transpose(1, 2).reshape(n * t_out, c, *x.shape[3:])  # (N*T', C, H, W)
-        y = self._conv_frames(frames, gate, t_out)  # (N*T', O, H', W')
+        y = self._conv_frames(frames, padding[1:], g1, g2, t_out)  # (N*T', O, H', W')
         return y.view(n, t_out, *y.shape[1:]).transpose(1, 2)  # (N, O, T', H', W')
 
     def extra_repr(self) -> str:

@@ -23,6 +23,16 @@ CASES = {
 PARAMS = [(d, *case) for d, cases in CASES.items() for case in cases]
 
 
+@pytest.fixture(params=["grouped", "unfold"])
+def engine(request, monkeypatch):
+    """Run a test with each engine of the gated convolution (2D without groups can use either)."""
+    from seqctx.modules import gated_conv
+
+    monkeypatch.setattr(gated_conv, "UNFOLD_MAX_COLUMNS", 0 if request.param == "grouped" else 10**9)
+    monkeypatch.setattr(gated_conv, "UNFOLD_MIN_DEPTH", 0)
+    return request.param
+
+
 def reference_forward(layer, x):
     """Loop over samples: plain convolution of x[n] with weight * gate(x)[n]."""
     gate = layer.gate(x)
@@ -39,7 +49,7 @@ def reference_forward(layer, x):
 
 
 @pytest.mark.parametrize("dims,kernel,stride,padding,dilation,groups,bias,mode", PARAMS)
-def test_cgc_equals_per_sample_convolution(dims, kernel, stride, padding, dilation, groups, bias, mode):
+def test_cgc_equals_per_sample_convolution(dims, kernel, stride, padding, dilation, groups, bias, mode, engine):
     layer = CGC[dims](32, 48, kernel, stride, padding, dilation, groups, bias, mode)
     x = torch.randn(3, 32, *[s + 4 for s in spatial_shape(dims)])
     y = layer(x)
@@ -53,7 +63,7 @@ def test_cgc_equals_per_sample_convolution(dims, kernel, stride, padding, dilati
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
-def test_cgc_gradients_match_reference(dims):
+def test_cgc_gradients_match_reference(dims, engine):
     layer = CGC[dims](16, 24, 3, padding=1, groups=2)
     x = torch.randn(2, 16, *spatial_shape(dims), requires_grad=True)
     grads = {}
@@ -157,7 +167,7 @@ def assert_same_values_and_gradients(layer, fast, ref, x):
 
 
 @pytest.mark.parametrize(("frames", "groups", "bias"), [(8, 1, False), (16, 2, True), (4, 1, True), (2, 1, False)])
-def test_video_gate_has_time_slices_and_equals_a_loop_over_frames(frames, groups, bias):
+def test_video_gate_has_time_slices_and_equals_a_loop_over_frames(frames, groups, bias, engine):
     """Sec. 3.3: a c x k x k x k context cube, o x c x t x k x k gates; T < t works too."""
     n = 2
     layer = ContextGatedConv2d(16, 16, 3, padding=1, groups=groups, bias=bias, num_segments=frames)
@@ -224,7 +234,7 @@ def clip_reference(layer, x):
     [((1, 1, 1), (0, 1, 1), "zeros"), ((2, 2, 2), (0, 1, 1), "zeros"), ((1, 1, 1), (1, 1, 1), "zeros"),
      ((1, 1, 1), (1, 1, 1), "replicate")],
 )  # fmt: skip
-def test_cgc3d_spatial_conv_has_a_time_varying_gate(stride, padding, mode):
+def test_cgc3d_spatial_conv_has_a_time_varying_gate(stride, padding, mode, engine):
     layer = ContextGatedConv3d(8, 12, (1, 3, 3), stride, padding, groups=2, padding_mode=mode, context_size=(3, 3, 3))
     assert layer.time_slices == 3
     x = torch.randn(2, 8, 7, 6, 5, requires_grad=True)
@@ -264,7 +274,7 @@ def test_cgc_low_precision(dims, dtype):
     torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
 
 
-def test_cgc_autocast_bf16():
+def test_cgc_autocast_bf16(engine):
     layer = ContextGatedConv2d(16, 16, 3, padding=1)
     x = torch.randn(2, 16, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -276,6 +286,57 @@ def test_cgc_autocast_bf16():
 
 def test_cgc_compiles_without_graph_breaks():
     layer = ContextGatedConv2d(16, 16, 3, padding=1, num_segments=2)
-    x = torch.randn(4, 16, 8, 8)
+    x = torch.randn(4, 16, 8, 8, requires_grad=True)
     compiled = torch.compile(layer, backend="eager", fullgraph=True)
-    torch.testing.assert_close(compiled(x), layer(x))
+    assert_same_values_and_gradients(layer, compiled, layer, x)
+
+
+@pytest.mark.parametrize("num_segments", [None, 4])
+def test_cgc_exports_with_a_dynamic_batch(num_segments):
+    layer = ContextGatedConv2d(8, 8, 3, padding=1, num_segments=num_segments).eval()
+    batch = torch.export.Dim("batch", min=2, max=64)  # export specialises sizes 0 and 1
+    dims = {0: batch * 4} if num_segments else {0: batch}
+    program = torch.export.export(layer, (torch.randn(8, 8, 6, 6),), dynamic_shapes={"x": dims})
+    for n in (12, 20):
+        x = torch.randn(n, 8, 6, 6)
+        torch.testing.assert_close(program.module()(x), layer(x))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_chunked_units_give_the_same_values_and_gradients(dims, engine):
+    from seqctx.modules.gated_conv import _chunks
+
+    video = dict(num_segments=4) if dims == 2 else dict(context_size=(3, 3, 3))
+    kernel = 3 if dims == 2 else (1, 3, 3)
+    whole = CGC[dims](8, 12, kernel, padding=1 if dims == 2 else (0, 1, 1), groups=2, **video)
+    tiny = CGC[dims](8, 12, kernel, padding=1 if dims == 2 else (0, 1, 1), groups=2, kernel_budget=1, **video)
+    tiny.load_state_dict(whole.state_dict())
+    x = torch.randn(12 if dims == 2 else 3, 8, *((6, 7) if dims == 2 else (4, 6, 7)), requires_grad=True)
+    results = []
+    for layer in (whole, tiny):
+        x.grad = None
+        y = layer(x)
+        (y * torch.randn_like(y, generator=torch.Generator().manual_seed(1))).sum().backward()
+        results.append([y.detach(), x.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert _chunks(10, per_unit_bytes=100, per_unit_outputs=1, budget=250) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
+    # a chunk's convolution output stays under 2^31 elements whatever the budget
+    assert _chunks(8, per_unit_bytes=1, per_unit_outputs=2**29, budget=2**40) == [(0, 3), (3, 6), (6, 8)]
+
+
+def test_backward_keeps_no_batch_sized_kernel():
+    """Saved for backward: the input (not a padded copy), the weight, the logits and the context
+    path's small tensors."""
+    layer = ContextGatedConv2d(64, 64, 3, padding=1, bias=False)
+    x = torch.randn(16, 64, 7, 7, requires_grad=True)
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(x)
+    gated_kernels = 16 * 64 * 64 * 9
+    assert max(sizes) == x.numel() < gated_kernels
