@@ -102,7 +102,8 @@ class ContextGate(nn.Module):
 
 def slice_bounds(num_frames: int, time_slices: int) -> list[tuple[int, int]]:
     """The frames ``[lo, hi)`` of each time slice: frame ``f`` of ``T`` belongs to slice
-    ``floor(f * t / T)``, the cell adaptive pooling assigns it to. A slice may be empty (``T < t``)."""
+    ``floor(f * t / T)`` (the time cells of the ``t x k x k`` context cube, in order). A slice may
+    be empty (``T < t``)."""
     t, T = time_slices, num_frames
     return [(-(-s * T // t), -(-(s + 1) * T // t)) for s in range(t)]
 

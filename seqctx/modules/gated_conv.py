@@ -7,15 +7,15 @@ sample, or a video's time slice) with ``W * G[u]``, where the gate comes from it
 
 The input is units-major, ``x (U, B, C, *S)``, where ``B`` counts the inputs that share a unit's
 kernel (1 for images, the slice's frames for video): a view of the frames, so nothing is copied
-for backward. Two engines compute it, chosen
-by shape (:func:`use_unfold`): the batch-grouped convolution (``groups = U * g``; oneDNN, cuDNN),
-and unfold + batched matmul (the official CGC code's formulation) where the former is slow per
-FLOP (small maps). Forward saves ``x``, ``W`` and the logits ``G1 (U, C, K)`` and ``G2 (U, O, K)``
--- never a ``U x O x C/g x K`` tensor -- and backward rebuilds the gated kernels to get the input,
-weight and logit gradients. Units are processed in chunks whose transient gated kernels (and
-unfolded columns) stay under ``budget`` bytes and whose output stays under 2^31 elements: a smaller
-budget means less peak memory and more, smaller calls. Double backward is not supported. Under
-``torch.compile``/``torch.export`` there is one chunk (the compiler plans memory).
+for backward. Two engines compute it, chosen by shape (:func:`use_unfold`): the batch-grouped
+convolution (``groups = U * g``; oneDNN, cuDNN), and unfold + batched matmul (the official CGC
+code's formulation) where the former is slow per FLOP (small maps). Forward saves ``x``, ``W``
+and the logits ``G1 (U, C, K)`` and ``G2 (U, O, K)`` -- never a ``U x O x C/g x K`` tensor -- and
+backward rebuilds the gated kernels to get the input, weight and logit gradients. Units are
+processed in chunks whose transient gated kernels (and unfolded columns) stay under ``budget``
+bytes and whose output stays under 2^31 elements: a smaller budget means less peak memory and
+more, smaller calls. Double backward is not supported. Under ``torch.compile``/``torch.export``
+there is one chunk (the compiler plans memory).
 """
 
 from __future__ import annotations

@@ -124,17 +124,19 @@ def binarize(text_dir: Path, dest: Path, workers: int = 1, joined_dictionary: bo
     subprocess.run(cmd, check=True)
 
 
-def read_prepared(folder: Path) -> tuple[dict[str, dict[str, list[str]]], bool] | None:
-    """The ``{train,valid,test}.{de,en}`` files of a folder that ``prepare-iwslt14.sh`` (or this
-    module) already tokenised, and whether they are BPE-split too (a ``code`` file beside them, or
-    ``@@`` continuation marks); None when the folder has not all six files."""
-    files = {(split, lang): folder / f"{split}.{lang}" for split in SPLITS for lang in LANGS}
-    if not folder.is_dir() or not all(p.is_file() for p in files.values()):
+def prepared_folder(folder: Path) -> str | None:
+    """What a folder that ``prepare-iwslt14.sh`` (or this module) left holds: ``"bpe"`` when its
+    ``{train,valid,test}.{de,en}`` are BPE-split (a ``code`` file beside them, or ``@@``
+    continuation marks in the first lines of ``train.en``), ``"tok"`` when only tokenised, None
+    when it has not all six files."""
+    files = [folder / f"{split}.{lang}" for split in SPLITS for lang in LANGS]
+    if not folder.is_dir() or not all(p.is_file() for p in files):
         return None
-    splits = {split: {lang: files[split, lang].read_text(encoding="utf-8").splitlines() for lang in LANGS}
-              for split in SPLITS}  # fmt: skip
-    bpe = (folder / "code").is_file() or any("@@ " in line for line in splits["train"]["en"][:1000])
-    return splits, bpe
+    if (folder / "code").is_file():
+        return "bpe"
+    with open(folder / "train.en", encoding="utf-8") as f:
+        head = [line for line, _ in zip(f, range(1000), strict=False)]
+    return "bpe" if any("@@ " in line for line in head) else "tok"
 
 
 def _finish(out: Path, splits: dict[str, dict[str, list[str]]], merges: int, do_binarize: bool, workers: int) -> Path:
@@ -164,15 +166,15 @@ def prepare_iwslt14(
     ``source`` may also be a folder that is already prepared (what ``prepare-iwslt14.sh`` leaves:
     ``{train,valid,test}.{de,en}``): BPE-split files are binarised as they are; tokenised ones get
     the joint BPE first."""
-    out = Path(out)
-    prepared = read_prepared(Path(source))
-    if prepared is not None:
-        splits, bpe = prepared
-        if not bpe:
-            return _finish(out, splits, merges, do_binarize, workers)
+    out, kind = Path(out), prepared_folder(Path(source))
+    if kind == "bpe":
         if do_binarize:
             binarize(Path(source), out / "data-bin", workers)
         return out
+    if kind == "tok":
+        splits = {split: {lang: (Path(source) / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
+                          for lang in LANGS} for split in SPLITS}  # fmt: skip
+        return _finish(out, splits, merges, do_binarize, workers)
     corpus = Corpus(source)
     raw = {lang: strip_train_tags(corpus.read(f"train.tags.de-en.{lang}")) for lang in LANGS}
     tok = {lang: tokenize(raw[lang], lang, lowercase=False) for lang in LANGS}

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .datasets import ssv2_template
+
 MOTIONS: list[tuple[str, str]] = [
     ("Moving [something] from left to right", "Moving [something] from right to left"),
     ("Moving [something] up", "Moving [something] down"),
@@ -138,10 +140,10 @@ def generate_synthetic(
         }
         splits["validation" if k < n_val else "train"].append(entry)
     paths = {"labels": out / "labels.json", "root": out / "videos"}
-    labels = {t.replace("[", "").replace("]", ""): str(i) for i, t in enumerate(templates)}
+    labels = {ssv2_template(t): str(i) for i, t in enumerate(templates)}
     paths["labels"].write_text(json.dumps(labels, indent=1))
     paths["classes"] = out / "classes.txt"
-    paths["classes"].write_text("".join(t.replace("[", "").replace("]", "") + "\n" for t in templates))
+    paths["classes"].write_text("".join(name + "\n" for name in labels))
     index = {t: i for i, t in enumerate(templates)}
     for split, entries in splits.items():
         paths[split] = out / f"{split}.json"

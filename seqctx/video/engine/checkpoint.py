@@ -73,8 +73,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint (a dict of tensors)")
     return obj
-
-
-def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The model weights of a training checkpoint (or of a bare state dict)."""
-    return checkpoint.get("model", checkpoint)

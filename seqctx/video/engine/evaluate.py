@@ -194,22 +194,21 @@ def load_trained_model(
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
-    """``model.load_state_dict(state)``, with a short :class:`CheckpointError` (counts and a few
-    names) instead of PyTorch's full key dump when they do not fit."""
+    """``model.load_state_dict(state)``, with a short :class:`CheckpointError` (a
+    :class:`~seqctx.video.models.weights.LoadReport`: counts and a few names) instead of PyTorch's
+    full key dump when they do not fit."""
+    from seqctx.video.models.weights import LoadReport
+
     target = model.state_dict()
-    missing = [k for k in target if k not in state]
-    unexpected = [k for k in state if k not in target]
-    shapes = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in state.items()
-              if k in target and v.shape != target[k].shape]  # fmt: skip
-    if missing or unexpected or shapes:
-
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
-
-        raise CheckpointError(
-            f"{path} does not fit the model: {len(missing)} missing tensors [{few(missing)}], {len(unexpected)} "
-            f"unexpected [{few(unexpected)}], {len(shapes)} of another shape [{few(shapes)}]"
-        )
+    report = LoadReport(
+        loaded=[k for k, v in state.items() if k in target and v.shape == target[k].shape],
+        missing=[k for k in target if k not in state],
+        unexpected=[k for k in state if k not in target],
+        mismatched=[f"{k} {tuple(v.shape)} -> {tuple(target[k].shape)}" for k, v in state.items()
+                    if k in target and v.shape != target[k].shape],
+    )  # fmt: skip
+    if report.missing or report.unexpected or report.mismatched:
+        raise CheckpointError(f"{path} does not fit the model: {report}")
     model.load_state_dict(state)
 
 

@@ -76,11 +76,11 @@ def make_dataset(
         seed=cfg.train.seed,
     )  # fmt: skip
     dataset.check_found()
-    if dataset.max_label() >= cfg.model.num_classes:
+    top = dataset.max_label()
+    if top >= cfg.model.num_classes:
         raise DataError(
-            f"model.num_classes is {cfg.model.num_classes} but {annotation} has labels up to "
-            f"{dataset.max_label()} ({dataset.max_label() + 1} classes); set model.num_classes to at least "
-            f"{dataset.max_label() + 1}"
+            f"model.num_classes is {cfg.model.num_classes} but {annotation} has labels up to {top} "
+            f"({top + 1} classes); set model.num_classes to at least {top + 1}"
         )
     return dataset
 

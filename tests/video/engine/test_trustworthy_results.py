@@ -216,3 +216,13 @@ def test_demo_checks_its_inputs_before_synthesising(tmp_path, capsys):
     assert main(["demo", "--work-dir", str(tmp_path / "demo"), "--set", "train.epochz=3"]) == 2
     assert "unknown config key 'train.epochz'" in capsys.readouterr().err
     assert not (tmp_path / "demo" / "data").exists()
+
+
+def test_weights_that_do_not_fit_are_one_short_message():
+    from torch import nn
+
+    from seqctx.video.engine.evaluate import load_model_state
+
+    with pytest.raises(CheckpointError, match=r"x.pt does not fit the model: loaded 0 tensors .*missing 1: \[bias\]; "
+                       r"unexpected 0: \[\]; shape-mismatched 1: \[weight \(3, 3\) -> \(3, 2\)\]"):  # fmt: skip
+        load_model_state(nn.Linear(2, 3), {"weight": torch.zeros(3, 3)}, "x.pt")
