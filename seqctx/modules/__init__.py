@@ -2,7 +2,7 @@
 
 from .cgc import ContextGate, ContextGatedConv1d, ContextGatedConv2d, ContextGatedConv3d
 from .channel_equilibrium import ChannelEquilibrium, inverse_sqrt_newton
-from .factory import CONTEXT_OPERATORS, create_context, list_contexts
+from .factory import CONTEXT_OPERATORS, OPERATOR_TYPES, create_context, list_contexts
 from .gather_excite import GatherExcite
 from .gct import GCT
 from .squeeze_excite import SqueezeExcite
@@ -11,6 +11,7 @@ from .temporal_shift import TemporalShift, temporal_shift
 
 __all__ = [
     "CONTEXT_OPERATORS",
+    "OPERATOR_TYPES",
     "GCT",
     "ChannelEquilibrium",
     "ContextGate",

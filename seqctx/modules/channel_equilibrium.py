@@ -3,6 +3,8 @@ Representation", ICML 2020)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -43,7 +45,11 @@ class ChannelEquilibrium(nn.Module):
 
     In training, running estimates of ``Sigma^-1/2`` and ``s^-1/2`` are updated with
     ``momentum`` (appendix F, eq. 23); in eval mode they replace the batch statistics, so a
-    sample's output never depends on the rest of its batch. Statistics are computed in fp32.
+    sample's output never depends on the rest of its batch. Everything runs with autocast disabled,
+    in fp32 for fp16/bf16 inputs (the input's dtype otherwise): autocast would run the covariance,
+    the Newton iterations and the whitening in half precision, where the covariance of ~1e5
+    elements per channel overflows fp16; the centred batch is also scaled by ``1/sqrt(M)`` before
+    the product.
 
     Args:
         num_channels: ``C``.
@@ -98,7 +104,7 @@ class ChannelEquilibrium(nn.Module):
         )
 
     def _batch_statistics(self, xf: Tensor) -> tuple[Tensor, Tensor]:
-        """``Sigma^-1/2`` ``(G, g, g)`` and ``s^-1/2`` (scalar) of a float32 batch."""
+        """``Sigma^-1/2`` ``(G, g, g)`` and ``s^-1/2`` (scalar) of a batch (fp32 or fp64)."""
         z, k = xf, self.pool
         if k > 1:  # (N, C, *S) -> (N, C, *ceil(S / k)), time left alone
             if xf.dim() == 3:
@@ -109,9 +115,9 @@ class ChannelEquilibrium(nn.Module):
                 z = F.max_pool3d(xf, (1, k, k), ceil_mode=True)
         groups, g = self.num_channels // self.group_size, self.group_size
         z = z.transpose(0, 1).reshape(groups, g, -1)  # (G, g, M)
-        zc = z - z.mean(-1, keepdim=True)
+        zc = (z - z.mean(-1, keepdim=True)) / math.sqrt(z.shape[-1])  # scaled first: no overflow in the sum
         eye = torch.eye(g, dtype=z.dtype, device=z.device)
-        sigma = zc @ zc.transpose(1, 2) / zc.shape[-1] + self.eps * eye  # (G, g, g)
+        sigma = zc @ zc.transpose(1, 2) + self.eps * eye  # (G, g, g)
         whitening = inverse_sqrt_newton(sigma, self.iterations)
         inv_std = (xf.var(unbiased=False) + self.eps).rsqrt()
         return whitening, inv_std
@@ -119,7 +125,12 @@ class ChannelEquilibrium(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 3 or x.shape[1] != self.num_channels:
             raise ValueError(f"ChannelEquilibrium expects (N, {self.num_channels}, *S), got {tuple(x.shape)}")
-        xf = x.float()
+        with torch.autocast(x.device.type, enabled=False):
+            return self._equilibrium(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x).to(x.dtype)
+
+    def _equilibrium(self, xf: Tensor) -> Tensor:
+        """Eqs. 8-9 on ``xf (N, C, *S)``, fp32 or fp64, autocast off."""
+        dtype = xf.dtype
         if self.training:
             whitening, inv_std = self._batch_statistics(xf)
             with torch.no_grad():
@@ -127,21 +138,16 @@ class ChannelEquilibrium(nn.Module):
                 self.running_whitening.lerp_(whitening.detach().to(self.running_whitening.dtype), m)
                 self.running_inv_std.lerp_(inv_std.detach().to(self.running_inv_std.dtype), m)
         else:
-            whitening, inv_std = self.running_whitening.float(), self.running_inv_std.float()
-        n, c = x.shape[:2]
+            whitening, inv_std = self.running_whitening.to(dtype), self.running_inv_std.to(dtype)
+        n, c = xf.shape[:2]
         groups, g = c // self.group_size, self.group_size
         xg = xf.reshape(n, groups, g, -1)  # (N, G, g, L)
         decorrelated = (whitening @ xg).view_as(xf)  # BD branch
         inst_var = xf.flatten(2).var(-1, unbiased=False)  # (N, C)
-        h = F.linear(inst_var, self.fc1.weight.float())  # (N, C/r)
-        h = F.layer_norm(
-            h,
-            self.norm.normalized_shape,
-            self.norm.weight.float(),
-            self.norm.bias.float(),
-            self.norm.eps,
-        )
-        gate = torch.sigmoid(F.linear(F.relu(h), self.fc2.weight.float()))  # (N, C)
-        inverse = xf * (gate * inv_std).view(n, c, *([1] * (x.dim() - 2)))  # AII branch
-        lam = torch.sigmoid(self.lambda_logit.float())
-        return (lam * decorrelated + (1 - lam) * inverse).to(x.dtype)
+        h = F.linear(inst_var, self.fc1.weight.to(dtype))  # (N, C/r)
+        norm = self.norm
+        h = F.layer_norm(h, norm.normalized_shape, norm.weight.to(dtype), norm.bias.to(dtype), norm.eps)
+        gate = torch.sigmoid(F.linear(F.relu(h), self.fc2.weight.to(dtype)))  # (N, C)
+        inverse = xf * (gate * inv_std).view(n, c, *([1] * (xf.dim() - 2)))  # AII branch
+        lam = torch.sigmoid(self.lambda_logit.to(dtype))
+        return lam * decorrelated + (1 - lam) * inverse

@@ -8,12 +8,13 @@ from functools import partial
 
 from torch import nn
 
+from .cgc import ContextGate
 from .channel_equilibrium import ChannelEquilibrium
 from .gather_excite import GatherExcite
 from .gct import GCT
 from .squeeze_excite import SqueezeExcite
 
-__all__ = ["CONTEXT_OPERATORS", "ContextSpec", "create_context", "list_contexts"]
+__all__ = ["CONTEXT_OPERATORS", "OPERATOR_TYPES", "ContextSpec", "create_context", "list_contexts"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ CONTEXT_OPERATORS: dict[str, ContextSpec] = {
     ),
     "ce": ContextSpec(ChannelEquilibrium, "Channel Equilibrium (Shao et al., ICML 2020)"),
 }
+
+# The module types of every operator (CGC's by its gate): what a trainer tells apart from the backbone
+# (partial BN freezes the backbone's normalisers only, not the ones inside these).
+OPERATOR_TYPES: tuple[type[nn.Module], ...] = (GCT, SqueezeExcite, GatherExcite, ChannelEquilibrium, ContextGate)
 
 
 def list_contexts() -> list[str]:

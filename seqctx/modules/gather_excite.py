@@ -76,6 +76,11 @@ class GatherExcite(nn.Module):
     * GE-theta (``param_gather=True``): depthwise convolutions with BN, ``log2(e)`` chained
       3x3 stride-2 ones (ReLU between them), or for ``e = 0`` one depthwise convolution over the
       whole map (:class:`GlobalDepthwiseConv`), sized by ``feat_size`` or by the first input.
+      The paper's sec. 4.2 says "e/2 such convolutions are performed in total"; that equals
+      ``log2(e)`` for ``e = 2, 4`` and differs only at ``e = 8`` (4 vs 3). We keep ``log2(e)``:
+      each stride-2 convolution halves the map, so ``log2(e)`` of them give the gathered map its
+      extent ratio ``e`` (``ceil(S / e)`` cells, as the parameter-free gather), while a fourth
+      stride-2 convolution at ``e = 8`` would give extent 16.
 
     Excite ``xi_E``: the gathered map is resized back to ``S`` by nearest-neighbour interpolation
     and passed through a sigmoid; GE-theta-plus (``mlp=True``) first applies an SE-style

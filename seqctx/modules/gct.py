@@ -27,7 +27,8 @@ class GCT(nn.Module):
         y_c = x_c * (1 + tanh(gamma_c * s_hat_c + beta_c))
 
     ``alpha = 1`` and ``gamma = beta = 0`` at init, so the module starts as an exact identity
-    (eq. 5). The statistics are computed in fp32 whatever the input dtype. ``beta`` should not get
+    (eq. 5). The statistics are computed in fp32 for fp16/bf16 inputs, in the input's dtype
+    otherwise (fp64 stays fp64). ``beta`` should not get
     weight decay (the paper's appendix); :meth:`no_weight_decay` names it.
 
     Args:
@@ -61,7 +62,7 @@ class GCT(nn.Module):
         if x.dim() not in (3, 4, 5) or x.shape[1] != self.num_channels:
             raise ValueError(f"GCT expects (N, {self.num_channels}, *S) with 1-3 spatial dims, got {tuple(x.shape)}")
         dims = tuple(range(2, x.dim()))
-        xf = x.float()
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
         if self.mode == "l2":
             s = (xf.pow(2).sum(dims) + self.eps).sqrt() * self.alpha  # (N, C)
             s_hat = s / (s.pow(2).mean(1, keepdim=True) + self.eps).sqrt()

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -129,3 +131,29 @@ def test_ce_parameters_state_dict_and_errors():
     assert torch.equal(twin.running_whitening, ce.running_whitening)
     with pytest.raises(ValueError, match="group_size=16 must divide num_channels=40"):
         ChannelEquilibrium(40)
+
+
+def test_statistics_run_in_fp32_under_bf16_autocast_at_i3d_sizes():
+    torch.manual_seed(0)
+    ce = ChannelEquilibrium(32).train()
+    with torch.no_grad():
+        ce.lambda_logit.fill_(2.0)  # mostly the decorrelation branch
+    x = torch.randn(4, 32, 8, 56, 56) * 30 + 5  # M = 4 * 8 * 28 * 28 = 25088 pooled elements per channel
+    ref_ce = copy.deepcopy(ce)
+    ref = ref_ce(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ce(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)  # half-precision matmuls would miss by ~1e-2
+    torch.testing.assert_close(ce.running_whitening, ref_ce.running_whitening)
+    low = ce(x.bfloat16())  # a bf16 input: lifted to fp32 inside, returned in bf16
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+
+
+def test_fp64_inputs_keep_fp64_statistics():
+    torch.manual_seed(0)
+    ce = ChannelEquilibrium(16).double().train()
+    x = torch.randn(4, 16, 6, 6, dtype=torch.float64, requires_grad=True)
+    assert ce(x).dtype == torch.float64
+    exact = ChannelEquilibrium(16, pool=1).double().train()
+    assert torch.autograd.gradcheck(lambda t: exact(t).square().sum(), (x,))  # fp64 all the way through

@@ -98,3 +98,16 @@ def test_gct_compiles():
     x = torch.randn(2, 4, 6, 6)
     compiled = torch.compile(gct, backend="eager")
     torch.testing.assert_close(compiled(x), gct(x))
+
+
+@pytest.mark.parametrize("mode", ["l2", "l1"])
+def test_fp64_inputs_are_not_lowered_to_fp32(mode):
+    torch.manual_seed(0)
+    gct = GCT(6, mode=mode).double()
+    with torch.no_grad():
+        gct.gamma.normal_()
+        gct.beta.normal_()
+    x = torch.randn(3, 6, 7, 7, dtype=torch.float64) * 1e3
+    out = gct(x)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, reference_gct(x, gct.alpha, gct.gamma, gct.beta, mode, gct.eps), rtol=1e-12, atol=0)

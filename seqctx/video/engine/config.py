@@ -31,6 +31,7 @@ class ModelConfig:
     pretrained: str | None = None
     width: int = 64
     input_size: int = 224
+    stride_in_1x1: bool = False
 
 
 @dataclass
@@ -62,6 +63,7 @@ class OptimConfig:
     nesterov: bool = False
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 5e-4
+    no_decay: str = "norm_bias"  # declared (only no_weight_decay(): GCT paper) | norm_bias (TSM/TSN code)
     schedule: str = "multistep"  # step | multistep | cosine
     milestones: list[int] = field(default_factory=lambda: [26, 36])
     step_size: int = 30
@@ -100,6 +102,8 @@ class Config:
         return dataclasses.asdict(self)
 
 
+NO_DECAY_RULES = ("declared", "norm_bias")  # optim.no_decay, see optim.param_groups
+
 # Keys whose value must be one of a few choices, and keys with a lower bound.
 CHOICES: dict[str, tuple[object, ...]] = {
     "data.format": tuple(DATASET_TYPES),
@@ -109,6 +113,7 @@ CHOICES: dict[str, tuple[object, ...]] = {
     "data.test_crops": (1, 3, 10),
     "data.on_error": ("replace", "raise"),  # for training; evaluation leaves unreadable videos out
     "optim.name": ("sgd", "adamw"),
+    "optim.no_decay": NO_DECAY_RULES,
     "optim.schedule": ("step", "multistep", "cosine"),
     "train.amp": (None, "bf16", "fp16"),
     "train.freeze_bn": ("none", "partial", "all"),

@@ -49,7 +49,7 @@ def make_model(cfg: Config) -> nn.Module:
     m = cfg.model
     return build_model(
         m.name, m.num_classes, num_segments=m.num_segments, context=m.context, dropout=m.dropout,
-        pretrained=m.pretrained, width=m.width, input_size=m.input_size,
+        pretrained=m.pretrained, width=m.width, input_size=m.input_size, stride_in_1x1=m.stride_in_1x1,
     )  # fmt: skip
 
 

@@ -7,31 +7,40 @@ import math
 import torch
 from torch import nn
 
-from .config import OptimConfig
+from .config import NO_DECAY_RULES, OptimConfig
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
-    """Two groups: with and without weight decay. No decay for biases, normalisers' parameters,
-    1-D parameters, and every name a module lists in its ``no_weight_decay()`` (GCT's ``beta``)."""
-    no_decay: set[int] = set()
+def param_groups(model: nn.Module, weight_decay: float, no_decay: str = "norm_bias") -> list[dict[str, object]]:
+    """Two groups: with and without weight decay. ``no_decay`` says which parameters go without:
+
+    - ``"declared"``: only the names modules list in their ``no_weight_decay()`` (GCT's ``beta``:
+      the GCT paper's appendix A exempts nothing else);
+    - ``"norm_bias"``: those, plus every normaliser's affine parameters and every ``bias`` (TSM's
+      and TSN's code).
+    """
+    if no_decay not in NO_DECAY_RULES:
+        raise ValueError(f"optim.no_decay must be one of {', '.join(NO_DECAY_RULES)}, got {no_decay!r}")
+    exempt: set[int] = set()
     for module in model.modules():
         own = dict(module.named_parameters(recurse=False))
-        if isinstance(module, _NORMS):
-            no_decay.update(id(p) for p in own.values())
         if hasattr(module, "no_weight_decay"):
-            no_decay.update(id(own[n]) for n in module.no_weight_decay() if n in own)
+            exempt.update(id(own[n]) for n in module.no_weight_decay() if n in own)
+        if no_decay == "norm_bias":
+            if isinstance(module, _NORMS):
+                exempt.update(id(p) for p in own.values())
+            if "bias" in own:
+                exempt.add(id(own["bias"]))
     decay, plain = [], []
     for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        (plain if id(p) in no_decay or p.ndim <= 1 else decay).append(p)
+        if p.requires_grad:
+            (plain if id(p) in exempt else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.no_decay)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "adamw":

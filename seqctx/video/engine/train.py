@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from seqctx.errors import CheckpointError, DataError, WorkDirError
+from seqctx.modules import OPERATOR_TYPES
 
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, save_config
@@ -39,21 +40,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def backbone_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The model's BatchNorms outside the context operators (``OPERATOR_TYPES``): the backbone's
+    normalisers, the ones ImageNet weights fill, in network order."""
+    inside = {id(m) for op in model.modules() if isinstance(op, OPERATOR_TYPES) for m in op.modules()}
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in inside]
+
+
 def freeze_batchnorm(model: nn.Module, mode: str) -> None:
-    """``"all"``: every BatchNorm uses its running statistics; ``"partial"``: TSN's partial BN,
-    every 2D/3D BatchNorm but the first keeps its statistics and its affine parameters fixed."""
+    """Freeze the backbone's BatchNorms (:func:`backbone_norms`); the normalisers inside context
+    operators (GE-theta's gather BN, CE's, CGC's gate norms) always train, since no pretrained
+    weights fill them. ``"all"``: every backbone BN uses its running statistics; ``"partial"``:
+    TSN's partial BN, every backbone BN but the first also keeps its affine parameters fixed.
+    Call after ``model.train()``."""
     if mode == "none":
         return
     if mode not in ("partial", "all"):
         raise ValueError(f"train.freeze_bn must be 'none', 'partial' or 'all', got {mode!r}")
-    # partial BN is about the backbone's feature-map BNs: CGC's gate BatchNorm1d layers stay free
-    kinds = nn.modules.batchnorm._BatchNorm if mode == "all" else (nn.BatchNorm2d, nn.BatchNorm3d)
-    norms = [m for m in model.modules() if isinstance(m, kinds)]
-    for i, m in enumerate(norms):
+    for i, m in enumerate(backbone_norms(model)):
         if mode == "partial" and i == 0:
             continue
         m.eval()
-        if mode == "partial":
+        if mode == "partial" and m.affine:
             m.weight.requires_grad_(False)
             m.bias.requires_grad_(False)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -11,12 +11,12 @@ from .heads import ClassificationHead
 from .i3d import i3d_spec
 from .layers import LayerBuilder
 from .p3d import p3d_spec
-from .resnet import ResNetTrunk, TrunkSpec
+from .resnet import DEPTHS, ResNetTrunk, TrunkSpec
 from .tsn import FrameModel
 from .video3d import ClipModel
 from .weights import load_pretrained
 
-BRANCH_CONTEXTS = ("se", "ge", "ge_theta", "ge_theta_plus", "ce")
+BRANCH_CONTEXTS = ("se", "ge", "ge_theta", "ge_theta_plus", "ce", "ce_all")
 FAMILY_CONTEXTS: dict[str, tuple[str, ...]] = {
     "resnet": ("gct", "cgc", *BRANCH_CONTEXTS),
     "tsn": ("gct", "cgc", *BRANCH_CONTEXTS),
@@ -53,6 +53,18 @@ def list_models() -> list[str]:
     return list(MODELS)
 
 
+def ce_blocks(depth: int) -> int | None:
+    """How many leading residual blocks get CE (CE paper, sec. 4.1): "for ResNet18, we plug the
+    CE block into each residual block. For ResNet50, CE is inserted into all residual blocks
+    except for those layers with 2048 channels. For ResNet101, the CE blocks are employed in the
+    first seven residual blocks." ResNet-34, which the paper does not use, gets it in every block
+    as ResNet-18. None: every block."""
+    kind, layers = DEPTHS[depth]
+    if kind == "basic":
+        return None
+    return 7 if depth == 101 else sum(layers[:3])
+
+
 def _layer_builder(info: ModelInfo, context: str | None, num_segments: int, kwargs: dict[str, object]) -> LayerBuilder:
     dims = 3 if info.family in ("p3d", "i3d") else 2
     fields: dict[str, object] = {"dims": dims, "context_kwargs": kwargs}
@@ -68,6 +80,10 @@ def _layer_builder(info: ModelInfo, context: str | None, num_segments: int, kwar
     elif context in ("cgc1d", "cgc3d", "cgc1d3d"):
         kinds = {"cgc1d": {"temporal"}, "cgc3d": {"spatial"}, "cgc1d3d": {"temporal", "spatial"}}[context]
         fields["cgc"] = frozenset(kinds)
+    elif context == "ce":
+        fields["branch"], fields["branch_blocks"] = "ce", ce_blocks(info.depth)
+    elif context == "ce_all":
+        fields["branch"] = "ce"
     elif context is not None:
         fields["branch"] = context
     return LayerBuilder(**fields)  # type: ignore[arg-type]
@@ -84,6 +100,7 @@ def build_model(
     width: int = 64,
     input_size: int = 224,
     context_kwargs: dict[str, object] | None = None,
+    stride_in_1x1: bool = False,
 ) -> nn.Module:
     """Build a backbone with a classification head; every model maps ``(N, 3, T, H, W)`` float clips
     to ``(N, num_classes)`` logits (image ``resnet*`` models also take ``(N, 3, H, W)``).
@@ -95,14 +112,18 @@ def build_model(
         num_segments: frames per clip, ``T`` (TSN/TSM segments; the clip length of 3D models,
             used for GE-theta's feature sizes).
         context: None or one of the model's contexts (``gct``, ``cgc``, ``se``, ``ge``,
-            ``ge_theta``, ``ge_theta_plus``, ``ce``; 3D models also ``gct_all``; P3D ``cgc1d``,
-            ``cgc3d``, ``cgc1d3d`` instead of ``cgc``).
+            ``ge_theta``, ``ge_theta_plus``, ``ce``, ``ce_all``; 3D models also ``gct_all``; P3D
+            ``cgc1d``, ``cgc3d``, ``cgc1d3d`` instead of ``cgc``). ``ce`` follows the CE paper's
+            placement (:func:`ce_blocks`), ``ce_all`` puts CE in every block; ``gct`` (2D) and
+            ``gct_all`` (3D) gate every convolution, the projection shortcuts' included.
         dropout: before the fc layer.
         pretrained: a torchvision ResNet ``state_dict`` file (loaded with ``weights_only=True``,
             inflated for 3D models).
         width: stem channels (64 in the papers); smaller values make quick test models.
         input_size: the frames' side, used for GE-theta's global depthwise kernels.
         context_kwargs: extra arguments for the context operators (e.g. ``{"reduction": 8}``).
+        stride_in_1x1: put a stage's stride on the bottleneck's first 1x1 conv (the original
+            ResNet, the official GCT ResNet and its checkpoints) instead of the 3x3 (torchvision).
     """
     info = MODELS.get(name)
     if info is None:
@@ -120,6 +141,7 @@ def build_model(
         spec = i3d_spec(info.depth, width)
     else:
         spec = TrunkSpec(depth=info.depth, width=width)
+    spec = replace(spec, stride_in_1x1=stride_in_1x1)
     frames = 1 if info.family == "resnet" else num_segments
     trunk = ResNetTrunk(spec, builder, (frames, input_size, input_size))
     head = ClassificationHead(trunk.out_channels, num_classes, dropout)

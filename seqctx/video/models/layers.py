@@ -42,6 +42,8 @@ class LayerBuilder:
         pre_conv_last: place it before only the last ``pre_conv_last`` convolutions of each
             residual block (0 = before every convolution, stem included).
         branch: context operator on the residual branch after its last normaliser (SE, GE, CE).
+        branch_blocks: only the first ``branch_blocks`` residual blocks (in network order) get
+            the branch operator (the CE paper's placement, see ``ce_blocks``); None: every block.
         context_kwargs: extra constructor arguments of the context operators.
     """
 
@@ -52,6 +54,7 @@ class LayerBuilder:
     pre_conv: str | None = None
     pre_conv_last: int = 0
     branch: str | None = None
+    branch_blocks: int | None = None
     context_kwargs: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,6 +110,14 @@ class LayerBuilder:
         if self.pre_conv is None:
             return nn.Identity()
         if self.pre_conv_last and (count == 0 or index < count - self.pre_conv_last):
+            return nn.Identity()
+        return create_context(self.pre_conv, channels, self.dims, **self.context_kwargs)
+
+    def before_shortcut(self, channels: int) -> nn.Module:
+        """The operator before a block's projection shortcut (a 1x1 conv): the pre-conv operator
+        where it gates every convolution (``pre_conv_last = 0``; the official GCT ResNet gates
+        the shortcut's conv too), else nothing."""
+        if self.pre_conv is None or self.pre_conv_last:
             return nn.Identity()
         return create_context(self.pre_conv, channels, self.dims, **self.context_kwargs)
 

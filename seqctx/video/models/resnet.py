@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import Tensor, nn
 
@@ -51,7 +51,9 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 -> 3x3 -> 1x1 bottleneck (stride on the 3x3, torchvision's ResNet v1.5).
+    """1x1 -> 3x3 -> 1x1 bottleneck: stride on the 3x3 (torchvision's ResNet v1.5, also TSM's and
+    CGC's) or, with ``stride_in_1x1``, on the first 1x1 (the original ResNet and the official GCT
+    ResNet, whose ImageNet checkpoints need it).
 
     3D variants: ``temporal_conv1 = k`` gives the first 1x1 conv a ``k x 1 x 1`` kernel (I3D);
     ``p3d=True`` adds a ``3x1x1`` temporal conv with BN+ReLU after the ``1x3x3`` one (P3D-A).
@@ -68,16 +70,18 @@ class Bottleneck(nn.Module):
         feat_size: Sequence[int],
         temporal_conv1: int = 1,
         p3d: bool = False,
+        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         width, out = planes, planes * self.expansion
         count = 4 if p3d else 3
+        s1, s2 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.shift = b.shift()
         self.ctx1 = b.before_conv(inplanes, 0, count)
-        self.conv1 = b.conv(inplanes, width, (temporal_conv1, 1, 1))
+        self.conv1 = b.conv(inplanes, width, (temporal_conv1, 1, 1), (1, s1, s1))
         self.bn1 = b.norm(width)
         self.ctx2 = b.before_conv(width, 1, count)
-        self.conv2 = b.conv(width, width, (1, 3, 3), (1, stride, stride))
+        self.conv2 = b.conv(width, width, (1, 3, 3), (1, s2, s2))
         self.bn2 = b.norm(width)
         self.conv2_t: nn.Module | None = None
         if p3d:
@@ -101,10 +105,23 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-def _downsample(b: LayerBuilder, inplanes: int, out: int, stride: int) -> nn.Sequential | None:
+class Projection(nn.Sequential):
+    """The projection shortcut ``norm(conv(ctx(x)))``: a strided 1x1 conv (``[0]``) and its
+    normaliser (``[1]``), torchvision's ``downsample.0``/``downsample.1``, and ``ctx``, the
+    operator before the conv (GCT where it gates every convolution; else the identity)."""
+
+    def __init__(self, conv: nn.Module, norm: nn.Module, ctx: nn.Module) -> None:
+        super().__init__(conv, norm)
+        self.ctx = ctx
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self[1](self[0](self.ctx(x)))
+
+
+def _downsample(b: LayerBuilder, inplanes: int, out: int, stride: int) -> Projection | None:
     if stride == 1 and inplanes == out:
         return None
-    return nn.Sequential(b.conv(inplanes, out, (1, 1, 1), (1, stride, stride)), b.norm(out))
+    return Projection(b.conv(inplanes, out, (1, 1, 1), (1, stride, stride)), b.norm(out), b.before_shortcut(inplanes))
 
 
 @dataclass(frozen=True)
@@ -121,6 +138,7 @@ class TrunkSpec:
         pool2: a ``3x1x1`` temporal max-pool with stride 2 after ``layer1`` (I3D).
         temporal_conv1: per stage, per block, the temporal kernel of the first conv (I3D: 3 or 1).
         p3d: per stage, per block, whether it gets P3D's extra temporal conv.
+        stride_in_1x1: a stage's stride on the bottleneck's first 1x1 conv instead of its 3x3.
     """
 
     depth: int = 50
@@ -133,6 +151,7 @@ class TrunkSpec:
     pool2: bool = False
     temporal_conv1: tuple[tuple[int, ...], ...] | None = None
     p3d: tuple[tuple[int, ...], ...] | None = None
+    stride_in_1x1: bool = False
 
 
 class ResNetTrunk(nn.Module):
@@ -147,6 +166,8 @@ class ResNetTrunk(nn.Module):
             raise ValueError(f"ResNet depth must be one of {sorted(DEPTHS)}, got {spec.depth}")
         kind, layers = DEPTHS[spec.depth]
         block = Bottleneck if kind == "bottleneck" else BasicBlock
+        if spec.stride_in_1x1 and block is not Bottleneck:
+            raise ValueError(f"stride_in_1x1 applies to bottleneck ResNets (depth 50, 101), got depth {spec.depth}")
         b = builder
         w = spec.width
         t, h, _ = input_size
@@ -170,7 +191,7 @@ class ResNetTrunk(nn.Module):
         t, h = down(t, spec.pool1_stride[0]), down(h, 2)
         self.pool2 = b.pool((3, 1, 1), (2, 1, 1), (1, 0, 0)) if spec.pool2 else None
 
-        inplanes = w
+        inplanes, index = w, 0
         for i, n in enumerate(layers):
             planes, stride = w * 2**i, (1 if i == 0 else 2)
             h = down(h, stride)
@@ -184,8 +205,11 @@ class ResNetTrunk(nn.Module):
                     extra["temporal_conv1"] = 3 if spec.temporal_conv1[i][j] else 1
                 if spec.p3d is not None:
                     extra["p3d"] = bool(spec.p3d[i][j])
-                blocks.append(block(b, inplanes, planes, stride if j == 0 else 1, feat, **extra))
-                inplanes = planes * block.expansion
+                if spec.stride_in_1x1:
+                    extra["stride_in_1x1"] = True
+                bb = b if b.branch_blocks is None or index < b.branch_blocks else replace(b, branch=None)
+                blocks.append(block(bb, inplanes, planes, stride if j == 0 else 1, feat, **extra))
+                inplanes, index = planes * block.expansion, index + 1
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.out_channels = inplanes
         _init_weights(self)

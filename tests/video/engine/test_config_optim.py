@@ -2,9 +2,11 @@ import pytest
 import torch
 from torch import nn
 
-from seqctx.modules import GCT
+from seqctx.modules import GCT, OPERATOR_TYPES
+from seqctx.video.engine import freeze_batchnorm
 from seqctx.video.engine.config import ConfigError, load_config, save_config
 from seqctx.video.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+from seqctx.video.models import build_model
 
 
 def test_base_inheritance_overrides_and_saving(tmp_path):
@@ -30,12 +32,18 @@ def test_unknown_keys_and_wrong_types_name_the_key(tmp_path):
         load_config(None, ["optim.lr"])
 
 
-def test_weight_decay_groups_honour_no_weight_decay():
+def test_weight_decay_groups_follow_the_rule_a_config_names():
     model = nn.Sequential(GCT(8), nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 4))
-    decay, plain = param_groups(model, 1e-4)
-    decay_ids = {id(p) for p in decay["params"]}
-    assert decay_ids == {id(model[1].weight), id(model[3].weight)}
-    assert id(model[0].beta) in {id(p) for p in plain["params"]} and plain["weight_decay"] == 0.0
+    gct, conv, bn, fc = model
+    decay, plain = param_groups(model, 1e-4)  # norm_bias: TSM's code
+    assert {id(p) for p in decay["params"]} == {id(conv.weight), id(fc.weight), id(gct.alpha), id(gct.gamma)}
+    assert {id(p) for p in plain["params"]} == {id(gct.beta), id(conv.bias), id(bn.weight), id(bn.bias), id(fc.bias)}
+    assert plain["weight_decay"] == 0.0 and decay["weight_decay"] == 1e-4
+    decay, plain = param_groups(model, 1e-4, "declared")  # the GCT paper: only beta goes without
+    assert [id(p) for p in plain["params"]] == [id(gct.beta)]
+    assert len(decay["params"]) == len(list(model.parameters())) - 1
+    with pytest.raises(ConfigError, match="'optim.no_decay' must be one of 'declared', 'norm_bias'; got 'bn'"):
+        load_config(None, ["optim.no_decay=bn"])
     from seqctx.video.engine.config import OptimConfig
 
     opt = build_optimizer(model, OptimConfig(name="sgd", nesterov=True))
@@ -75,3 +83,20 @@ def test_linear_warmup_then_schedule():
     with pytest.raises(ValueError, match="optim.schedule must be"):
         build_scheduler(opt, OptimConfig(schedule="poly"), 4, 5)
     assert torch.is_tensor(torch.tensor(lrs))
+
+
+@pytest.mark.parametrize("context", ["ge_theta_plus", "ce", "cgc"])
+def test_partial_bn_freezes_the_backbone_norms_only(context):
+    model = build_model("tsm_r18", 4, num_segments=4, context=context, width=8, input_size=32).train()
+    freeze_batchnorm(model, "partial")
+    norms = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    backbone = [(n, m) for n, m in norms if ".ctx" not in n and "context_gate" not in n]
+    operators = [(n, m) for n, m in norms if (n, m) not in backbone]
+    assert bool(operators) == (context != "ce"), context  # GE-theta's gather BN, CGC's gate norms
+    first, *rest = backbone
+    assert first[0] == "trunk.bn1" and first[1].training and first[1].weight.requires_grad
+    assert all(not m.training and not m.weight.requires_grad and not m.bias.requires_grad for _, m in rest)
+    assert all(m.training and m.weight.requires_grad for _, m in operators)  # new layers: nothing to keep
+    assert all(op.training for op in model.modules() if isinstance(op, OPERATOR_TYPES))  # CE's estimates too
+    freeze_batchnorm(model.train(), "all")
+    assert all(not m.training for _, m in backbone) and all(m.training for _, m in operators)

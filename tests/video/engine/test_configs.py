@@ -30,7 +30,11 @@ def test_every_config_validates_and_builds_its_model(path):
     m = cfg.model
     model = build_model(m.name, m.num_classes, num_segments=m.num_segments, context=m.context, width=4, input_size=64)
     assert model is not None
+    views = (cfg.data.test_clips, cfg.data.test_crops)
     if "sthv1" in path.stem:
         assert cfg.data.flip is False and cfg.model.num_classes == 174
+        # CGC paper Table 3: TSN/TSM on one view (TSM's single-clip, centre-crop setting); P3D 10 x 3
+        assert views == ((10, 3) if m.name.startswith("p3d") else (1, 1)), path.stem
     if "k400" in path.stem:
-        assert cfg.data.test_clips == 10 and cfg.data.test_crops == 3 and cfg.model.num_classes == 400
+        assert views == (10, 3) and cfg.model.num_classes == 400
+        assert cfg.optim.no_decay == ("declared" if m.context == "gct" else "norm_bias")  # GCT paper, app. A

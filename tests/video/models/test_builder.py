@@ -39,7 +39,8 @@ def test_operators_sit_where_the_papers_put_them():
     m = build_model("resnet50", 10, context="gct")
     gcts = [n for n, mod in m.named_modules() if isinstance(mod, GCT)]
     assert "trunk.ctx1" in gcts and "trunk.layer1.0.ctx1" in gcts and "trunk.layer1.0.ctx3" in gcts
-    assert len(gcts) == 1 + 16 * 3  # the stem and every conv of the 16 bottlenecks
+    assert "trunk.layer2.0.downsample.ctx" in gcts  # the official GCT ResNet gates the shortcut conv too
+    assert len(gcts) == 1 + 16 * 3 + 4  # the stem, every conv of the 16 bottlenecks, the 4 projections
     m = build_model("i3d_r50", 10, num_segments=8, context="gct")
     gcts = [n for n, mod in m.named_modules() if isinstance(mod, GCT)]
     assert len(gcts) == 16 * 2 and "trunk.layer1.0.ctx2" in gcts and "trunk.layer1.0.ctx1" not in gcts
@@ -47,7 +48,7 @@ def test_operators_sit_where_the_papers_put_them():
     block = m.trunk.layer1[0]  # a P3D block: conv1, conv2, conv2_t, conv3 -> GCT before the last two
     assert isinstance(block.ctx2_t, GCT) and isinstance(block.ctx3, GCT) and isinstance(block.ctx2, nn.Identity)
     m = build_model("i3d_r50", 10, num_segments=8, context="gct_all")
-    assert sum(isinstance(mod, GCT) for mod in m.modules()) == 1 + 16 * 3
+    assert sum(isinstance(mod, GCT) for mod in m.modules()) == 1 + 16 * 3 + 4
     m = build_model("tsm_r50", 10, num_segments=8, context="cgc")
     cgcs = [mod for mod in m.modules() if isinstance(mod, ContextGatedConv2d)]
     assert len(cgcs) == 17 and all(c.num_segments == 8 and c.context_size == (c.kernel_size[0],) * 3 for c in cgcs)
@@ -58,7 +59,8 @@ def test_operators_sit_where_the_papers_put_them():
     cgcs = [mod for mod in m.modules() if isinstance(mod, ContextGatedConv3d)]
     assert len(cgcs) == 17 and all(c.kernel_size[0] == 1 for c in cgcs)
     assert m.trunk.layer1[0].conv2.context_size == (3, 3, 3)
-    for ctx, op in (("se", SqueezeExcite), ("ge", GatherExcite), ("ce", ChannelEquilibrium)):
+    ce = ChannelEquilibrium
+    for ctx, op in (("se", SqueezeExcite), ("ge", GatherExcite), ("ce", ce), ("ce_all", ce)):
         m = build_model("i3d_r50", 10, num_segments=8, context=ctx, width=8)
         assert isinstance(m.trunk.layer2[1].ctx_branch, op)
         assert m.trunk.layer2[1].ctx_branch is not None
@@ -104,6 +106,53 @@ def test_parameter_counts_match_the_papers(capsys):
         lines.append(f"{name:10s} {str(context):14s} {classes:5d}  {got:7.3f}M  {ref}")
     with capsys.disabled():
         print("\nparameters (ours vs. the papers):\n" + "\n".join(lines))
+
+
+def branch_blocks(model):
+    """The residual blocks (``layerS.B``) whose branch carries an operator."""
+    return [n.removeprefix("trunk.").removesuffix(".ctx_branch") for n, m in model.named_modules()
+            if n.endswith("ctx_branch") and not isinstance(m, nn.Identity)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("resnet18", [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]),  # "each residual block"
+        ("resnet50", [f"layer{s}.{b}" for s, n in ((1, 3), (2, 4), (3, 6)) for b in range(n)]),  # not 2048-ch.
+        ("resnet101", ["layer1.0", "layer1.1", "layer1.2", "layer2.0", "layer2.1", "layer2.2", "layer2.3"]),
+        ("i3d_r50", [f"layer{s}.{b}" for s, n in ((1, 3), (2, 4), (3, 6)) for b in range(n)]),
+    ],
+)
+def test_ce_follows_the_papers_placement_and_ce_all_fills_every_block(name, expected):
+    kw = {"num_segments": 8, **TINY}
+    assert branch_blocks(build_model(name, 10, context="ce", **kw)) == expected
+    every = branch_blocks(build_model(name, 10, context="ce_all", **kw))
+    assert len(every) == {"resnet18": 8, "resnet101": 33}.get(name, 16) and every[: len(expected)] == expected
+
+
+def test_ce_parameter_counts(capsys):
+    rows = []
+    for depth, paper_rule, every in ((18, 12.039, 12.039), (50, 29.330, 35.624), (101, 45.173, 63.538)):
+        got = [count(build_model(f"resnet{depth}", 1000, context=c)) / 1e6 for c in ("ce", "ce_all")]
+        rows.append(f"resnet{depth}: ce {got[0]:.3f}M, ce_all {got[1]:.3f}M")
+        assert got == pytest.approx([paper_rule, every], abs=5e-4), rows[-1]
+    with capsys.disabled():
+        print("\nCE parameters (paper's placement, every block):\n" + "\n".join(rows))
+
+
+def test_gct_resnet50_matches_the_official_count_and_stride_in_1x1_moves_the_stride():
+    m = build_model("resnet50", 1000, context="gct", stride_in_1x1=True)
+    assert count(m) == 25_624_625  # z-x-yang/GCT's resnet50: 53 GCTs
+    first = m.trunk.layer2[0]
+    assert first.conv1.stride == (2, 2) and first.conv2.stride == (1, 1)
+    plain = build_model("resnet50", 1000)
+    assert plain.trunk.layer2[0].conv1.stride == (1, 1) and plain.trunk.layer2[0].conv2.stride == (2, 2)
+    assert m(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    assert set(plain.state_dict()) <= set(m.state_dict())  # torchvision names stay valid
+    i3d = build_model("i3d_r50", 10, num_segments=8, stride_in_1x1=True, **TINY)
+    assert i3d.trunk.layer3[0].conv1.stride == (1, 2, 2) and i3d(torch.randn(1, 3, 8, 32, 32)).shape == (1, 10)
+    with pytest.raises(ValueError, match="stride_in_1x1 applies to bottleneck"):
+        build_model("resnet18", 10, stride_in_1x1=True)
 
 
 def test_ge_theta_costs_match_the_paper_within_a_percent():
