@@ -117,8 +117,9 @@ def build_model(
             placement (:func:`ce_blocks`), ``ce_all`` puts CE in every block; ``gct`` (2D) and
             ``gct_all`` (3D) gate every convolution, the projection shortcuts' included.
         dropout: before the fc layer.
-        pretrained: a torchvision ResNet ``state_dict`` file (loaded with ``weights_only=True``,
-            inflated for 3D models).
+        pretrained: a weights file, loaded with ``weights_only=True``: a torchvision ResNet
+            ``state_dict``, or an official TSN/TSM, GCT or CGC checkpoint (see
+            :func:`~.weights.load_pretrained`), inflated for 3D models.
         width: stem channels (64 in the papers); smaller values make quick test models.
         input_size: the frames' side, used for GE-theta's global depthwise kernels.
         context_kwargs: extra arguments for the context operators (e.g. ``{"reduction": 8}``).
