@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class LoadReport:
     """What :func:`load_pretrained` did, key by key (model key names)."""
 
-    layout: str = "state dict"  # the checkpoint's key layout (see .formats)
+    layout: str | None = None  # a published checkpoint's key layout (see .formats)
     loaded: list[str] = field(default_factory=list)
     inflated: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # model keys the file did not provide
@@ -32,8 +32,9 @@ class LoadReport:
         def short(keys: list[str]) -> str:
             return ", ".join(keys[:6]) + (f", ... (+{len(keys) - 6})" if len(keys) > 6 else "")
 
+        layout = f"{self.layout} layout: " if self.layout else ""
         return (
-            f"{self.layout} layout: loaded {len(self.loaded)} tensors ({len(self.inflated)} inflated to 3D); "
+            f"{layout}loaded {len(self.loaded)} tensors ({len(self.inflated)} inflated to 3D); "
             f"missing {len(self.missing)}: [{short(self.missing)}]; "
             f"unexpected {len(self.unexpected)}: [{short(self.unexpected)}]; "
             f"shape-mismatched {len(self.mismatched)}: [{short(self.mismatched)}]"

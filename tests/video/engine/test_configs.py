@@ -28,7 +28,8 @@ def test_there_is_a_config_per_table_row():
 def test_every_config_validates_and_builds_its_model(path):
     cfg = load_config(path)
     m = cfg.model
-    model = build_model(m.name, m.num_classes, num_segments=m.num_segments, context=m.context, width=4, input_size=64)
+    model = build_model(m.name, m.num_classes, num_segments=m.num_segments, context=m.context, width=4, input_size=64,
+                        stride_in_1x1=m.stride_in_1x1)  # fmt: skip
     assert model is not None
     views = (cfg.data.test_clips, cfg.data.test_crops)
     if "sthv1" in path.stem:

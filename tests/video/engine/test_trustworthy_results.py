@@ -157,16 +157,33 @@ def test_user_mistakes_are_one_message_and_exit_code_2(synth, tmp_path, capsys, 
     assert not run.exists()  # caught before anything was written
 
 
-def test_the_pretrained_weights_report_is_shown(synth, tmp_path, capsys):
+def test_the_pretrained_weights_report_is_shown_and_weights_that_do_not_fit_stop_the_run(synth, tmp_path, capsys):
     import torchvision
 
-    weights = tmp_path / "resnet18.pth"
-    torch.save(torchvision.models.resnet18().state_dict(), weights)  # width 64: the tiny model's is 8
+    from seqctx.video.models import build_model
+
+    tiny = build_model("resnet18", 1000, width=8)  # a torchvision-layout file of the tiny model's width
+    weights = tmp_path / "resnet18-w8.pth"
+    torch.save({k.removeprefix("trunk.").removeprefix("head."): v for k, v in tiny.state_dict().items()}, weights)
     overrides = tiny_overrides(synth, tmp_path / "run", f"model.pretrained={weights}", "train.epochs=1")
     assert main(["train", str(DEMO_CONFIG), *sets(*overrides)]) == 0
     err = capsys.readouterr().err
-    assert f"pretrained weights {weights}: loaded 20 tensors" in err and "shape-mismatched 102" in err
-    assert "warning: pretrained weights" in err and "filled only 0 of the model's 102 weight tensors" in err
+    assert f"pretrained weights {weights}: torchvision layout: loaded 120 tensors" in err  # all but the fc
+    assert "the classifier has another class count (head.fc.weight (1000, 64) -> (4, 64)" in err
+
+    wide = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), wide)  # width 64: the tiny model's is 8
+    overrides = tiny_overrides(synth, tmp_path / "run2", f"model.pretrained={wide}", "train.epochs=1")
+    assert main(["train", str(DEMO_CONFIG), *sets(*overrides)]) == 2
+    err = capsys.readouterr().err
+    assert f"seqctx: error: pretrained weights {wide} (torchvision layout) do not fit the model: 100 tensors" in err
+    assert "trunk.conv1.weight (64, 3, 7, 7) -> (8, 3, 7, 7)" in err
+
+    other = tmp_path / "mobilenet.pth"
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), other)  # nothing of it fits a ResNet
+    overrides = tiny_overrides(synth, tmp_path / "run3", f"model.pretrained={other}", "train.epochs=1")
+    assert main(["train", str(DEMO_CONFIG), *sets(*overrides)]) == 0
+    assert "filled only 0 of the model's 102 weight tensors" in capsys.readouterr().err
 
 
 def test_debug_shows_the_traceback(synth, tmp_path):

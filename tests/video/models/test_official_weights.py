@@ -92,7 +92,8 @@ def test_tsm_release_loads_exactly_and_another_class_count_keeps_its_classifier(
         other = build_model("tsm_r50", 10, num_segments=8, **TINY)
         report = load_pretrained(other, tmp_path / "official.pth")
     assert report.missing == ["head.fc.weight", "head.fc.bias"]
-    assert "the classifier has another class count" in caplog.text and "head.fc.weight (174, 256) -> (10, 256)" in caplog.text
+    assert "the classifier has another class count" in caplog.text
+    assert "head.fc.weight (174, 256) -> (10, 256)" in caplog.text
     assert torch.equal(other.trunk.layer3[1].conv1.weight, ours.trunk.layer3[1].conv1.weight)
     tsn, report = round_trip(tmp_path, ours, lambda s: as_tsm(s, shifted=False),
                              lambda: build_model("tsn_r50", 174, num_segments=8, **TINY))  # fmt: skip
