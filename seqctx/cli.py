@@ -39,15 +39,22 @@ def _train(args: argparse.Namespace) -> int:
         metrics = trainer.fit()
     finally:
         trainer.close()
-    print(" ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    if trainer.rank == 0:
+        print(" ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     return 0
 
 
 def _test(args: argparse.Namespace) -> int:
     from seqctx.video.engine import evaluate_checkpoint
+    from seqctx.video.engine.distributed import cleanup, is_main
 
-    result = evaluate_checkpoint(args.config, args.checkpoint, args.clips, args.crops, args.set, args.out)
-    print(result.summary())
+    try:
+        result = evaluate_checkpoint(args.config, args.checkpoint, args.clips, args.crops, args.set, args.out)
+        main = is_main()  # under torchrun: rank 0 prints
+    finally:
+        cleanup()
+    if main:
+        print(result.summary())
     return 0
 
 

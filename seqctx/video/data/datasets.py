@@ -87,12 +87,17 @@ class VideoDataset(Dataset):
         self.backend = backend
         self.classes = list(classes)
         self.seed = seed
-        self.epoch = 0
-        self._failures = mp.Value("i", 0)  # shared with forked DataLoader workers
+        self._epoch = mp.Value("i", 0)  # shared with DataLoader workers, persistent ones too
+        self._failures = mp.Value("i", 0)
         self._logged: set[str] = set()
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        """The epoch that seeds sampling and augmentation; seen by running DataLoader workers."""
+        self._epoch.value = epoch
 
     @property
     def failures(self) -> int:

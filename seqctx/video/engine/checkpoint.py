@@ -15,26 +15,28 @@ import torch
 from seqctx.errors import CheckpointError
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states in types ``weights_only`` loading accepts."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """This process's Python, NumPy and torch RNG states (and, for a CUDA ``device``, that GPU's)
+    in types ``weights_only`` loading accepts."""
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore what :func:`rng_state` saved; the CUDA state goes to ``device``."""
     random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

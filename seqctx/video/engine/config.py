@@ -52,6 +52,7 @@ class DataConfig:
     test_crops: int = 1
     batch_size: int = 8
     workers: int = 2
+    prefetch_factor: int = 2  # batches each loader worker prepares ahead
     on_error: str = "replace"  # training only: evaluation never replaces a video
 
 
@@ -121,7 +122,8 @@ CHOICES: dict[str, tuple[object, ...]] = {
 MINIMUM: dict[str, float] = {
     "model.num_classes": 1, "model.num_segments": 1, "model.width": 1, "model.input_size": 1,
     "data.frame_interval": 1, "data.size": 1, "data.scale_size": 1, "data.test_clips": 1, "data.batch_size": 1,
-    "data.workers": 0, "optim.lr": 0, "optim.weight_decay": 0, "optim.step_size": 1, "optim.warmup_epochs": 0,
+    "data.workers": 0, "data.prefetch_factor": 1,
+    "optim.lr": 0, "optim.weight_decay": 0, "optim.step_size": 1, "optim.warmup_epochs": 0,
     "train.epochs": 1, "train.accumulate": 1, "train.eval_every": 1, "train.checkpoint_every": 0,
     "train.log_every": 1, "train.threads": 1,
 }  # fmt: skip

@@ -21,8 +21,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from seqctx.errors import CheckpointError
+from seqctx.video.data import VideoDataset
 
 from .config import Config, ModelConfig, apply_overrides, config_from_dict, read_yaml
+from .distributed import all_gather_objects, init_distributed, is_main, local_device, rank_and_world
 
 
 @dataclass
@@ -73,10 +75,12 @@ def evaluate(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     progress: bool = True,
+    channels_last: bool = False,
 ) -> EvalResult:
     """Runs every view of every video (clips ``(N, 3, T, H, W)`` or ``(N, V, 3, T, H, W)``) and
     averages the softmax scores of a video's views; videos the loader could not read
-    (``meta["failed"]``, see :func:`~seqctx.video.data.collate_clips`) are listed, not scored."""
+    (``meta["failed"]``, see :func:`~seqctx.video.data.collate_clips`) are listed, not scored.
+    ``channels_last``: clips in ``channels_last_3d`` memory, as training feeds them."""
     model.eval()
     all_scores, all_labels, ids, unreadable = [], [], [], []
     for clips, labels, meta in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
@@ -86,6 +90,8 @@ def evaluate(
         clips = clips.to(device, non_blocking=True)
         views = clips.shape[1] if clips.dim() == 6 else 1
         flat = clips.flatten(0, 1) if clips.dim() == 6 else clips
+        if channels_last:
+            flat = flat.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(flat).float()
         scores = logits.softmax(-1).view(clips.shape[0], views, -1).mean(1)
@@ -98,6 +104,38 @@ def evaluate(
         scores, labels = torch.cat(all_scores), torch.cat(all_labels)
     top1, top5, mca = accuracy_metrics(scores, labels)
     return EvalResult(top1, top5, mca, len(ids), scores, labels, ids, unreadable)
+
+
+def merge_results(parts: Sequence[EvalResult], order: Sequence[str]) -> EvalResult:
+    """One result from the shards that the processes evaluated, videos in ``order`` (the data
+    set's ids: a single process's order), metrics over all of them."""
+    position = {vid: i for i, vid in enumerate(order)}
+    rows = sorted(
+        (position[vid], vid, s, y) for p in parts for vid, s, y in zip(p.ids, p.scores, p.labels.tolist(), strict=True)
+    )
+    unreadable = sorted((u for p in parts for u in p.unreadable), key=lambda u: position.get(u[0], -1))
+    if rows:
+        scores, labels = torch.stack([r[2] for r in rows]), torch.tensor([r[3] for r in rows], dtype=torch.long)
+    else:
+        scores, labels = torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    top1, top5, mca = accuracy_metrics(scores, labels)
+    return EvalResult(top1, top5, mca, len(rows), scores, labels, [r[1] for r in rows], unreadable)
+
+
+def evaluate_dataset(
+    model: nn.Module, cfg: Config, dataset: VideoDataset, device: torch.device, amp_dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> EvalResult:  # fmt: skip
+    """Every video of ``dataset`` evaluated once, the work split over the processes of a
+    ``torchrun`` job (video ``i`` on rank ``i % world``, no padding, so no video counts twice);
+    each process returns the merged result, equal to a single process's."""
+    from .loop import EpochSampler, make_loader
+
+    rank, world = rank_and_world()
+    sampler = EpochSampler(len(dataset), shuffle=False, rank=rank, world=world, pad=False)
+    loader = make_loader(cfg, dataset, sampler, cfg.data.batch_size)
+    local = evaluate(model, loader, device, amp_dtype, progress and rank == 0, cfg.train.channels_last)
+    return merge_results(all_gather_objects(local), [r.id for r in dataset.records])
 
 
 def write_predictions(result: EvalResult, classes: Sequence[str], path: str | Path) -> None:
@@ -218,20 +256,23 @@ def evaluate_checkpoint(
 ) -> EvalResult:  # fmt: skip
     """The test protocol: ``clips`` x ``crops`` views per video of ``data.val_annotation`` with the
     checkpoint's model; per-video predictions go to ``out`` (default: ``predictions.csv`` next to
-    the checkpoint) and the metrics, with the unreadable videos, to the same name with ``.json``."""
-    from .distributed import local_device
-    from .loop import EpochSampler, make_dataset, make_loader
+    the checkpoint) and the metrics, with the unreadable videos, to the same name with ``.json``.
+    Under ``torchrun`` every process evaluates its share of the videos and rank 0 writes the files
+    (:func:`evaluate_dataset`)."""
+    from .loop import make_dataset, memory_format
 
     cfg, model, classes = load_trained_model(cfg_path, checkpoint, overrides)
     device = local_device(cfg.train.device)
+    init_distributed(device)
     dataset = make_dataset(cfg, train=False, clips=clips, crops=crops)
-    loader = make_loader(cfg, dataset, EpochSampler(len(dataset), shuffle=False), cfg.data.batch_size)
-    result = evaluate(model.to(device), loader, device, progress=progress)
-    csv_path = Path(out) if out else Path(checkpoint).with_name("predictions.csv")
-    write_predictions(result, classes or dataset.classes, csv_path)
-    views = {"clips": clips or cfg.data.test_clips, "crops": crops or cfg.data.test_crops}
-    write_metrics(result, csv_path.with_suffix(".json"), checkpoint=str(checkpoint),
-                  annotation=cfg.data.val_annotation, **views)  # fmt: skip
+    model = model.to(device, memory_format=memory_format(cfg))
+    result = evaluate_dataset(model, cfg, dataset, device, progress=progress)
+    if is_main():
+        csv_path = Path(out) if out else Path(checkpoint).with_name("predictions.csv")
+        write_predictions(result, classes or dataset.classes, csv_path)
+        views = {"clips": clips or cfg.data.test_clips, "crops": crops or cfg.data.test_crops}
+        write_metrics(result, csv_path.with_suffix(".json"), checkpoint=str(checkpoint),
+                      annotation=cfg.data.val_annotation, **views)  # fmt: skip
     return result
 
 

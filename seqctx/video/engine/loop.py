@@ -11,20 +11,23 @@ from torch.utils.data import DataLoader, Sampler
 
 from seqctx.errors import DataError
 from seqctx.video.data import VideoDataset, build_dataset, build_sampler, build_transform, collate_clips
-from seqctx.video.models import build_model
+from seqctx.video.models import MODELS, build_model
 
 from .config import Config
 
 
 class EpochSampler(Sampler[int]):
     """The indices of one epoch: a permutation drawn from ``(seed, epoch)`` when shuffling, this
-    rank's share (``rank::world``, padded to equal length as DistributedSampler does), minus the
-    first ``skip`` indices when a run resumes mid-epoch."""
+    rank's share (``rank::world``), minus the first ``skip`` indices when a run resumes mid-epoch.
+    ``pad=True`` (training) repeats the first indices so that every rank gets the same count, as
+    DistributedSampler does; ``pad=False`` (evaluation) gives each index to exactly one rank."""
 
-    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1) -> None:
-        self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
+    def __init__(
+        self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, pad: bool = True
+    ) -> None:
+        self.size, self.shuffle, self.seed, self.rank, self.world, self.pad = size, shuffle, seed, rank, world, pad
         self.epoch, self.skip = 0, 0
-        self.per_rank = math.ceil(size / world)
+        self.per_rank = math.ceil(size / world) if pad else len(range(rank, size, world))
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
@@ -35,7 +38,8 @@ class EpochSampler(Sampler[int]):
             order = torch.randperm(self.size, generator=g).tolist()
         else:
             order = list(range(self.size))
-        order += order[: self.per_rank * self.world - self.size]
+        if self.pad:
+            order += order[: self.per_rank * self.world - self.size]
         return order[self.rank :: self.world][self.skip :]
 
     def __iter__(self) -> Iterator[int]:
@@ -51,6 +55,14 @@ def make_model(cfg: Config) -> nn.Module:
         m.name, m.num_classes, num_segments=m.num_segments, context=m.context, dropout=m.dropout,
         pretrained=m.pretrained, width=m.width, input_size=m.input_size, stride_in_1x1=m.stride_in_1x1,
     )  # fmt: skip
+
+
+def memory_format(cfg: Config) -> torch.memory_format:
+    """The model's memory format with ``train.channels_last``: ``channels_last_3d`` for 3D models'
+    5-D weights, ``channels_last`` for frame models; ``contiguous_format`` without it."""
+    if not cfg.train.channels_last:
+        return torch.contiguous_format
+    return torch.channels_last_3d if MODELS[cfg.model.name].family in ("p3d", "i3d") else torch.channels_last
 
 
 def make_dataset(
@@ -88,11 +100,14 @@ def make_dataset(
 def make_loader(
     cfg: Config, dataset: VideoDataset, sampler: Sampler[int], batch_size: int, train: bool = False
 ) -> DataLoader:
-    """Batches of :func:`collate_clips`; a training loader drops the last partial batch (a batch
-    of one breaks BatchNorm on 1x1 maps, and would cost the epoch)."""
+    """Batches of :func:`collate_clips`. A training loader drops the last partial batch (a batch
+    of one breaks BatchNorm on 1x1 maps, and would cost the epoch) and keeps its workers across
+    epochs (``persistent_workers``), each prefetching ``data.prefetch_factor`` batches."""
     workers = cfg.data.workers
+    extra = {"persistent_workers": train, "prefetch_factor": cfg.data.prefetch_factor} if workers else {}
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available(),
         drop_last=train, collate_fn=collate_clips,
         generator=torch.Generator().manual_seed(cfg.train.seed),  # leaves the global RNG alone
+        **extra,
     )  # fmt: skip

@@ -9,6 +9,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ from seqctx.modules import OPERATOR_TYPES
 
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, save_config
-from .distributed import all_reduce_mean, barrier, cleanup, init_distributed, is_main, local_device
-from .evaluate import EvalResult, checkpoint_config, evaluate, model_conflicts
-from .loop import EpochSampler, make_dataset, make_loader, make_model
+from .distributed import all_gather_objects, all_reduce_sum, barrier, cleanup, init_distributed, is_main, local_device
+from .evaluate import EvalResult, checkpoint_config, evaluate_dataset, model_conflicts
+from .loop import EpochSampler, make_dataset, make_loader, make_model, memory_format
 from .optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,18 @@ def backbone_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     normalisers, the ones ImageNet weights fill, in network order."""
     inside = {id(m) for op in model.modules() if isinstance(op, OPERATOR_TYPES) for m in op.modules()}
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in inside]
+
+
+def sync_backbone_norms(model: nn.Module) -> nn.Module:
+    """The backbone's BatchNorms (:func:`backbone_norms`) as ``SyncBatchNorm``; the normalisers
+    inside context operators (CGC's gate ``BatchNorm1d``, GE-theta's) keep per-process statistics
+    and cost no collectives."""
+    convert = {id(m) for m in backbone_norms(model)}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if id(child) in convert and not isinstance(child, nn.SyncBatchNorm):
+                setattr(parent, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    return model
 
 
 def freeze_batchnorm(model: nn.Module, mode: str) -> None:
@@ -109,16 +122,14 @@ class Trainer:
             torch.set_num_threads(t.threads)
         self.device = local_device(t.device)
         self.rank, self.world = init_distributed(self.device)
-        seed_everything(t.seed)
+        seed_everything(t.seed + self.rank)  # each process its own dropout masks; DDP copies rank 0's weights
         self.work_dir = Path(cfg.work_dir)
         resume_from = self._claim_work_dir(resume, overwrite)
         self.amp = amp_dtype(t.amp, self.device)
         self.model = make_model(cfg).to(self.device)
         if t.sync_bn and self.device.type == "cuda" and self.world > 1:
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        if t.channels_last:
-            fmt = torch.channels_last_3d if cfg.model.name.startswith(("p3d", "i3d")) else torch.channels_last
-            self.model = self.model.to(memory_format=fmt)
+            self.model = sync_backbone_norms(self.model)
+        self.model = self.model.to(memory_format=memory_format(cfg))
         freeze_batchnorm(self.model, t.freeze_bn)  # before the optimiser sees requires_grad
         self.train_set = make_dataset(cfg, train=True)
         self.val_set = make_dataset(cfg, train=False) if cfg.data.val_annotation else None
@@ -130,6 +141,9 @@ class Trainer:
                 f"the training set has {len(self.train_set)} videos ({len(self.sampler)} per process), fewer than "
                 f"one batch (data.batch_size={self.batch}); lower data.batch_size"
             )
+        # one loader for the whole run: its workers persist across epochs (the sampler and the
+        # dataset's epoch are read anew each epoch)
+        self.loader = make_loader(cfg, self.train_set, self.sampler, self.batch, train=True)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         steps = math.ceil(self.iters_per_epoch / t.accumulate)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, steps, t.epochs)
@@ -191,7 +205,7 @@ class Trainer:
             "epoch": self.epoch,
             "iteration": self.iteration,
             "best_top1": self.best_top1,
-            "rng": rng_state(),
+            "rng": all_gather_objects(rng_state(self.device)),  # one entry per rank
             "config": self.cfg.to_dict(),
             "classes": list(self.train_set.classes),
         }
@@ -203,12 +217,18 @@ class Trainer:
         if self.scaler and ckpt["scaler"]:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.iteration, self.best_top1 = ckpt["epoch"], ckpt["iteration"], ckpt["best_top1"]
-        set_rng_state(ckpt["rng"])
+        states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
+        if self.rank < len(states):
+            set_rng_state(states[self.rank], self.device)
+        else:  # more processes than the run had: the new ones start from their seed
+            log.info("rank %d: the checkpoint has RNG states for %d processes; seeded afresh", self.rank, len(states))
         log.info("resumed from epoch %d, iteration %d", self.epoch, self.iteration)
 
     def _save(self, name: str) -> None:
+        """Every process calls it (the RNG states are gathered); rank 0 writes."""
+        state = self._state()
         if is_main():
-            save_checkpoint(self._state(), self.work_dir / name)
+            save_checkpoint(state, self.work_dir / name)
 
     def _log(self, record: dict[str, Any]) -> None:
         if is_main():
@@ -221,28 +241,37 @@ class Trainer:
         self.sampler.set_epoch(epoch, skip=self.iteration * self.batch)
         self.train_set.set_epoch(epoch)
         self.train_set.reset_failures()
-        loader = make_loader(self.cfg, self.train_set, self.sampler, self.batch, train=True)
         self.ddp.train()
         freeze_batchnorm(self.model, t.freeze_bn)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (self.progress and is_main()),
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (self.progress and is_main()),
                    initial=self.iteration, total=self.iters_per_epoch, leave=False)  # fmt: skip
-        losses, tick, seen = [], time.perf_counter(), 0
+        # losses stay on the device between logs: no host synchronisation per iteration
+        window = torch.zeros(2, device=self.device)  # (sum of losses, iterations) since the last log
+        total = torch.zeros(2, device=self.device)
+        tick, seen = time.perf_counter(), 0
         for clips, labels, _ in bar:
             clips = clips.to(self.device, non_blocking=True)
-            labels = torch.as_tensor(labels).to(self.device)
+            labels = torch.as_tensor(labels).to(self.device, non_blocking=True)
             if t.channels_last:
                 clips = clips.contiguous(memory_format=torch.channels_last_3d)
-            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                loss = self.criterion(self.ddp(clips).float(), labels)
-            (self.scaler.scale(loss / t.accumulate) if self.scaler else loss / t.accumulate).backward()
             self.iteration += 1
             last = self.iteration == self.iters_per_epoch
-            if self.iteration % t.accumulate == 0 or last:
+            stepping = self.iteration % t.accumulate == 0 or last
+            # gradients are all-reduced on the micro-step that steps, not on the ones before it
+            sync = nullcontext() if stepping or self.world == 1 else self.ddp.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                    loss = self.criterion(self.ddp(clips).float(), labels)
+                (self.scaler.scale(loss / t.accumulate) if self.scaler else loss / t.accumulate).backward()
+            if stepping:
                 self._step()
-            global_loss = all_reduce_mean(loss.detach()).item()  # the loss of the whole global batch
-            losses.append(global_loss)
+            window += torch.stack([loss.detach(), torch.ones_like(loss)])
             seen += len(labels)
             if self.iteration % t.log_every == 0 or last:
+                summed = all_reduce_sum(window)  # the loss of the global batches since the last log
+                total += summed
+                global_loss = (summed[0] / summed[1]).item()
+                window.zero_()
                 rate = seen * self.world / (time.perf_counter() - tick)
                 lr = self.optimizer.param_groups[0]["lr"]
                 bar.set_postfix(loss=f"{global_loss:.3f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
@@ -255,30 +284,36 @@ class Trainer:
         bar.close()
         if self.train_set.failures:
             log.warning("epoch %d: %d videos failed to load and were replaced", epoch + 1, self.train_set.failures)
-        return float(np.mean(losses)) if losses else float("nan")
+        return (total[0] / total[1]).item() if total[1] > 0 else float("nan")
 
     def _step(self) -> None:
+        """Clip, step, and advance the schedule only when the optimiser really stepped (GradScaler
+        skips steps with inf/NaN gradients and lowers its scale)."""
         clip = self.cfg.optim.clip_grad
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        stepped = True
         if self.scaler:
+            scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            stepped = self.scaler.get_scale() >= scale
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        if stepped:
+            self.scheduler.step()
 
     def validate(self) -> EvalResult | None:
-        """Evaluate on ``data.val_annotation`` (unreadable videos left out and reported)."""
+        """Evaluate on ``data.val_annotation``, every process its share of the videos (unreadable
+        videos left out and reported); every process gets the merged result."""
         if self.val_set is None:
             return None
         self.val_set.reset_failures()
-        loader = make_loader(self.cfg, self.val_set, EpochSampler(len(self.val_set), shuffle=False), self.batch)
-        result = evaluate(self.model, loader, self.device, self.amp, progress=self.progress)
-        if result.unreadable:
+        result = evaluate_dataset(self.model, self.cfg, self.val_set, self.device, self.amp, self.progress)
+        if result.unreadable and is_main():
             log.warning("validation: %s", result.summary())
         return result
 
@@ -291,7 +326,7 @@ class Trainer:
             self.epoch, self.iteration = self.epoch + 1, 0
             metrics = {"train_loss": loss}
             self._log({"type": "epoch", "epoch": self.epoch, "train_loss": loss, "failures": self.train_set.failures})
-            if (self.epoch % t.eval_every == 0 or self.epoch == t.epochs) and is_main():
+            if self.epoch % t.eval_every == 0 or self.epoch == t.epochs:
                 result = self.validate()
                 if result is not None:
                     metrics.update(result.metrics())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seqctx.cli import main
-from seqctx.video.engine import Trainer
+from seqctx.video.engine import Trainer, evaluate_checkpoint
 from seqctx.video.engine.checkpoint import load_checkpoint, save_checkpoint
 
 from .runs import tiny_config
@@ -90,7 +90,8 @@ def test_a_kill_while_saving_never_breaks_latest(tmp_path, monkeypatch):
 
 
 def test_torchrun_two_processes_match_one(synth, tmp_path):
-    common = ["train.epochs=1", "train.freeze_bn=all", "optim.clip_grad=null", "train.threads=1"]
+    # 2 micro-batches a step: the 2-process run all-reduces on the second only (no_sync on the first)
+    common = ["train.epochs=1", "train.freeze_bn=all", "optim.clip_grad=null", "train.threads=1", "train.accumulate=2"]
     single = tiny_config(synth, tmp_path / "one", *common, "data.batch_size=6")
     Trainer(single, progress=False).fit()
     cfg_file = tmp_path / "one" / "config.yaml"
@@ -110,3 +111,65 @@ def test_torchrun_two_processes_match_one(synth, tmp_path):
     a, b = weights(tmp_path / "one" / "latest.pt"), weights(tmp_path / "two" / "latest.pt")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)  # summation order differs
+    # validation inside the 2-process run (each process half of the videos) = one process on its weights
+    val = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    val = next(r for r in val if r["type"] == "val")
+    alone = evaluate_checkpoint(None, tmp_path / "two" / "latest.pt", out=tmp_path / "alone.csv", progress=False)
+    assert val["num_videos"] == alone.num_videos == 4
+    assert [val[k] for k in alone.metrics()] == pytest.approx(list(alone.metrics().values()), abs=1e-6)
+    rng = load_checkpoint(tmp_path / "two" / "latest.pt")["rng"]  # each process's own RNG state
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])  # seeded with seed + rank
+
+
+def test_distributed_test_equals_one_process_and_counts_each_video_once(synth, tmp_path, capsys):
+    run = tmp_path / "run"
+    Trainer(tiny_config(synth, run, "train.epochs=1", "data.val_annotation="), progress=False).fit()
+    videos = json.loads((synth / "train.json").read_text())[:4] + [{**json.loads((synth / "train.json").read_text())[0],
+                                                                     "id": "missing0"}]  # fmt: skip
+    odd = tmp_path / "odd.json"  # 5 videos, one unreadable: 3 + 2 over two processes, nothing padded
+    odd.write_text(json.dumps(videos))
+    sets = ["--set", f"data.val_annotation={odd}", "--set", "data.test_clips=2"]
+    assert main(["test", "--checkpoint", str(run / "latest.pt"), *sets, "--out", str(tmp_path / "one.csv")]) == 0
+    one_line = capsys.readouterr().out.strip()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534", "-m", "seqctx",
+           "test", "--checkpoint", str(run / "latest.pt"), *sets, "--out", str(tmp_path / "two.csv")]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == one_line and proc.stdout.count("evaluated") == 1  # by rank 0
+    assert one_line.startswith("4 videos evaluated (1 unreadable, left out: missing0)")
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert {k: v for k, v in one.items() if k != "checkpoint"} == {k: v for k, v in two.items() if k != "checkpoint"}
+
+
+def test_the_schedule_advances_only_when_the_optimiser_steps(synth, tmp_path):
+    trainer = Trainer(tiny_config(synth, tmp_path / "run", "data.val_annotation="), progress=False)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # as fp16 training on CUDA uses it
+    trainer.scaler.scale(torch.ones(()))  # the scale is created with the first scaled loss
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    for p in trainer.model.parameters():
+        p.grad = torch.full_like(p, float("inf"))  # an overflowed step: GradScaler skips it
+    trainer._step()
+    assert trainer.scheduler.last_epoch == 0 and trainer.scaler.get_scale() == 512.0
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+    for p in trainer.model.parameters():
+        p.grad = torch.zeros_like(p)
+    trainer._step()
+    assert trainer.scheduler.last_epoch == 1
+
+
+def test_distributed_helpers_on_one_machine(monkeypatch):
+    from seqctx.modules import ContextGate
+    from seqctx.video.engine.distributed import local_device
+    from seqctx.video.engine.train import backbone_norms, sync_backbone_norms
+    from seqctx.video.models import build_model
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    if torch.cuda.device_count() < 2:
+        assert local_device("auto") == torch.device("cpu")  # a second process on a 1-GPU (or CPU) host
+    model = sync_backbone_norms(build_model("tsm_r18", 4, num_segments=4, context="cgc", width=8, input_size=32))
+    synced = [m for m in model.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
+    assert len(synced) == len(backbone_norms(model)) == 1 + 8 * 2 + 3  # stem, 2 per block, 3 projections
+    gates = [m for g in model.modules() if isinstance(g, ContextGate) for m in g.modules()]
+    assert all(type(m) is torch.nn.BatchNorm1d for m in gates if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
