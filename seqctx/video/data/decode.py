@@ -68,9 +68,19 @@ class DecordSource:
         return _gather(unique, frames, indices)
 
 
+def _displayed(frame: object) -> np.ndarray:
+    """A PyAV frame as RGB ``(H, W, 3)`` in its displayed orientation: the stream's display
+    matrix (phone videos) rotates it by ``frame.rotation`` degrees counter-clockwise, as decord
+    and players show it."""
+    rgb = frame.to_ndarray(format="rgb24")  # type: ignore[attr-defined]
+    quarter = round(getattr(frame, "rotation", 0) / 90) % 4
+    return np.rot90(rgb, quarter) if quarter else rgb
+
+
 class PyAVSource:
     """PyAV decoding with keyframe seeking: frames are located by their timestamps, and the
-    decoder seeks again when the next wanted frame is more than ``seek_gap`` frames ahead."""
+    decoder seeks again when the next wanted frame is more than ``seek_gap`` frames ahead. Frames
+    come in their displayed orientation; metadata that is not UTF-8 (old AVIs) is ignored."""
 
     def __init__(self, path: str | Path, seek_gap: int = 32) -> None:
         import av
@@ -78,7 +88,7 @@ class PyAVSource:
         self.path = path
         self.seek_gap = seek_gap
         try:
-            self.container = av.open(str(path))
+            self.container = av.open(str(path), metadata_errors="ignore")
             self.stream = self.container.streams.video[0]
         except Exception as e:
             raise VideoError(f"{path}: PyAV cannot open it ({e})") from e
@@ -120,7 +130,7 @@ class PyAVSource:
                     position = self._index(frame.pts if frame.pts is not None else 0)
                     last, collected = frame, False
                     while target is not None and position >= target:
-                        got[target] = frame.to_ndarray(format="rgb24")
+                        got[target] = _displayed(frame)
                         target, collected = next(want, None), True
                     if target is None:
                         break
@@ -131,7 +141,7 @@ class PyAVSource:
                     if last is None:
                         raise VideoError(f"{self.path}: no frame decoded at or after index {target}")
                     while target is not None:
-                        got[target] = last.to_ndarray(format="rgb24")
+                        got[target] = _displayed(last)
                         target = next(want, None)
         except VideoError:
             raise

@@ -88,3 +88,48 @@ def test_torchcodec_backend_reports_what_it_needs():
 def test_videos_can_be_copied_and_reopened(tmp_path):
     shutil.copy(WEBM, tmp_path / "v.webm")
     assert open_video(tmp_path / "v.webm", "pyav").num_frames == 53
+
+
+def write_clip(path, rotation=0, title=None, codec="libx264"):
+    """12 frames of 32x64 with a white top-left marker and a brightness ramp; ``rotation``: the
+    display matrix a phone writes (degrees counter-clockwise); ``title``: container metadata."""
+    import av
+    import numpy as np
+
+    frames = np.zeros((12, 32, 64, 3), np.uint8)
+    frames[:, :8, :8] = 255
+    frames[..., 1] += (np.arange(12) * 15).astype(np.uint8)[:, None, None]
+    with av.open(str(path), "w") as container:
+        if title is not None:
+            container.metadata["title"] = title
+        stream = container.add_stream(codec, rate=12)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_every_backend_returns_the_displayed_orientation(tmp_path, rotation):
+    path = tmp_path / f"phone{rotation}.mp4"
+    write_clip(path, rotation)
+    idx = [0, 5, 11]
+    frames = {backend: read_frames(path, idx, backend=backend) for backend in ("decord", "pyav")}
+    shape = (3, 64, 32, 3) if rotation in (90, 270) else (3, 32, 64, 3)
+    assert all(f.shape == shape for f in frames.values()), {k: v.shape for k, v in frames.items()}
+    assert (frames["decord"].float() - frames["pyav"].float()).abs().mean() < 1.0
+    marker = frames["pyav"][0, ..., 0] > 200  # where the top-left marker is displayed
+    corner = {0: (0, 0), 90: (-1, 0), 180: (-1, -1), 270: (0, -1)}[rotation]  # counter-clockwise turns
+    assert marker[corner] and marker.sum() == 64
+
+
+def test_pyav_opens_videos_whose_metadata_is_not_utf8(tmp_path):
+    path = tmp_path / "old.avi"
+    write_clip(path, title="QQQQQQ", codec="mpeg4")
+    data = path.read_bytes()
+    assert data.count(b"QQQQQQ") == 1
+    path.write_bytes(data.replace(b"QQQQQQ", b"\xd3\xd3\xd3\xd3\xd3\xd3"))  # a Latin-1 title, as HMDB51's AVIs
+    a, b = read_frames(path, [0, 6], backend="decord"), read_frames(path, [0, 6], backend="pyav")
+    assert a.shape == b.shape == (2, 32, 64, 3) and (a.float() - b.float()).abs().mean() < 1.0
