@@ -2,7 +2,11 @@
 
 A recipe holds ``data`` (a fairseq data-bin folder), ``arch``, a ``train`` mapping of
 fairseq-train options (``key: value``; ``true`` for a bare flag, ``false``/``null`` to omit),
-``average_last`` (saved states to average) and a ``generate`` mapping of fairseq-generate options.
+``average_last`` (saved states to average), a ``generate`` mapping of fairseq-generate options,
+and the world size: ``paper_gpus`` (the GPUs the recipe's batch was set for) and ``gpus`` (the
+ones to use; default ``paper_gpus``). The command states ``--distributed-world-size gpus`` and
+scales ``--update-freq`` so that an update holds the paper's tokens whatever the GPU count
+(fairseq alone would use every visible GPU: 8x the tokens on 8 GPUs).
 Unknown recipe keys fail at load; unknown fairseq options fail before fairseq starts, with
 fairseq's own parser as the judge.
 """
@@ -25,10 +29,13 @@ from seqctx.errors import ConfigError
 
 from . import user_dir
 
-SCALAR_KEYS = ("data", "arch", "save_dir", "average_last")
+SCALAR_KEYS = ("data", "arch", "save_dir", "average_last", "paper_gpus", "gpus")
 OPTION_SECTIONS = ("train", "generate")  # fairseq-train / fairseq-generate options
 RECIPE_KEYS = {*SCALAR_KEYS, *OPTION_SECTIONS}
-_VALID = "top-level data, arch, save_dir, average_last; or train.OPTION / generate.OPTION (fairseq options)"
+_VALID = (
+    "top-level data, arch, save_dir, average_last, paper_gpus, gpus; or train.OPTION / generate.OPTION "
+    "(fairseq options)"
+)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -89,10 +96,27 @@ def _flags(options: dict[str, Any]) -> list[str]:
     return out
 
 
+def world_options(recipe: dict[str, Any]) -> list[str]:
+    """``--distributed-world-size GPUS --update-freq F`` with ``GPUS * F`` = the paper's
+    ``paper_gpus * update-freq``: the same tokens per update on any number of GPUs."""
+    options = recipe.get("train", {})
+    if "distributed-world-size" in options:
+        raise ConfigError("set the recipe's gpus (and paper_gpus), not train.distributed-world-size")
+    paper, freq = int(recipe.get("paper_gpus", 1)), int(options.get("update-freq", 1))
+    gpus = int(recipe.get("gpus", paper))
+    if gpus < 1 or paper < 1 or (paper * freq) % gpus:
+        raise ConfigError(
+            f"gpus={gpus} cannot keep the recipe's tokens per update: paper_gpus={paper} x update-freq={freq} "
+            f"= {paper * freq} must be a multiple of gpus (use a divisor of {paper * freq})"
+        )
+    return ["--distributed-world-size", str(gpus), "--update-freq", str(paper * freq // gpus)]
+
+
 def train_command(recipe: dict[str, Any]) -> list[str]:
     save_dir = recipe.get("save_dir", "checkpoints")
+    options = {k: v for k, v in recipe.get("train", {}).items() if k != "update-freq"}
     return ["fairseq-train", str(recipe["data"]), "--user-dir", str(user_dir()), "--arch", recipe["arch"],
-            "--save-dir", str(save_dir), *_flags(recipe.get("train", {}))]  # fmt: skip
+            "--save-dir", str(save_dir), *world_options(recipe), *_flags(options)]  # fmt: skip
 
 
 def generate_command(recipe: dict[str, Any], checkpoint: str | Path) -> list[str]:

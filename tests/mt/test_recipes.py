@@ -55,3 +55,18 @@ def test_averaging_takes_the_last_states_by_update_count(tmp_path):
     assert [(p.name, u) for p, u in last_checkpoints(solo, 5)] == [("checkpoint1.pt", 1500)]
     with pytest.raises(ConfigError, match="no fairseq checkpoints in"):
         last_checkpoints(tmp_path / "none", 5)
+
+
+def test_the_world_size_is_stated_and_update_freq_keeps_the_papers_tokens_per_update():
+    recipe = load_recipe(RECIPE)
+    cmd = train_command(recipe)
+    i = cmd.index("--distributed-world-size")
+    assert cmd[i : i + 4] == ["--distributed-world-size", "1", "--update-freq", "1"]
+    spread = load_recipe(RECIPE, ["train.max-tokens=500", "train.update-freq=8", "gpus=4"])
+    cmd = train_command(spread)
+    i = cmd.index("--distributed-world-size")
+    assert cmd[i : i + 4] == ["--distributed-world-size", "4", "--update-freq", "2"]  # 500 x 2 x 4 = 4000 tokens
+    assert cmd.count("--update-freq") == 1
+    check_options(cmd)
+    with pytest.raises(ConfigError, match=r"gpus=8 cannot keep .* paper_gpus=1 x update-freq=1 = 1 must be a multiple"):
+        train_command(load_recipe(RECIPE, ["gpus=8"]))

@@ -87,6 +87,7 @@ class TrainConfig:
     eval_every: int = 1
     checkpoint_every: int = 0  # iterations between mid-epoch checkpoints (0: at epoch ends only)
     log_every: int = 10
+    tensorboard: bool = False  # also write TensorBoard event files (the tensorboard extra)
     device: str = "auto"
     threads: int | None = None
 

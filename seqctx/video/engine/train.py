@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from seqctx.errors import CheckpointError, DataError, WorkDirError
+from seqctx.errors import CheckpointError, ConfigError, DataError, WorkDirError
 from seqctx.modules import OPERATOR_TYPES
 
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -32,7 +32,19 @@ from .optim import build_optimizer, build_scheduler
 log = logging.getLogger(__name__)
 
 # What a run writes into its work_dir: a folder holding any of these holds a run.
-RUN_FILES = ("latest.pt", "best.pt", "config.yaml", "metrics.jsonl", "loss.png", "accuracy.png")
+RUN_FILES = ("latest.pt", "best.pt", "config.yaml", "metrics.jsonl", "loss.png", "accuracy.png", "tensorboard")
+
+
+def tensorboard_writer(folder: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` on ``folder`` (``train.tensorboard``; the optional
+    ``tensorboard`` extra)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "train.tensorboard: true needs the tensorboard package: pip install 'seqctx[tensorboard]'"
+        ) from None
+    return SummaryWriter(str(folder))
 
 
 def seed_everything(seed: int) -> None:
@@ -156,9 +168,12 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        self.tensorboard = None
         if is_main():
             self.work_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.work_dir / "config.yaml")
+            if t.tensorboard:
+                self.tensorboard = tensorboard_writer(self.work_dir / "tensorboard")
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _claim_work_dir(self, resume: bool, overwrite: bool) -> dict[str, Any] | None:
@@ -231,9 +246,18 @@ class Trainer:
             save_checkpoint(state, self.work_dir / name)
 
     def _log(self, record: dict[str, Any]) -> None:
-        if is_main():
-            with open(self.work_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+        """A line of ``metrics.jsonl`` and, with ``train.tensorboard``, its numbers as scalars
+        (``train/loss``, ``val/top1``, ...; x axis: iterations)."""
+        if not is_main():
+            return
+        with open(self.work_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            step = record["epoch"] * self.iters_per_epoch + record.get("iteration", 0)
+            for key, value in record.items():
+                if key not in ("type", "epoch", "iteration") and isinstance(value, int | float):
+                    self.tensorboard.add_scalar(f"{record['type']}/{key}", value, step)
+            self.tensorboard.flush()
 
     # -- training ------------------------------------------------------------------------------
     def _train_epoch(self) -> float:
@@ -344,4 +368,6 @@ class Trainer:
         return metrics
 
     def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         cleanup()

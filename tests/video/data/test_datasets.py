@@ -137,3 +137,19 @@ def test_build_dataset_detects_formats_and_needs_labels():
         build_dataset(SSV2 / "validation.json", SSV2 / "videos", SSV2 / "labels.json", on_error="ignore")
     entries = json.loads((SSV2 / "validation.json").read_text())
     assert len(ds) == len(entries)
+
+
+@pytest.mark.parametrize("views", [None, 3])
+def test_normalize_is_the_imagenet_formula_on_channels_last_frames(views):
+    from seqctx.video.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize, to_tchw
+
+    torch.manual_seed(0)
+    frames = torch.randint(0, 256, (8, 20, 24, 3), dtype=torch.uint8)  # decoded (T, H, W, C)
+    clip = to_tchw(frames)  # a channels-last view, as the pipeline sees it
+    if views:
+        clip = torch.stack([clip] * views)
+    out = Normalize()(clip)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+    ref = (clip.transpose(-4, -3).double() / 255 - mean.double()) / std.double()  # (..., C, T, H, W)
+    assert out.dtype == torch.float32 and out.shape == ref.shape and out.is_contiguous()
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=2e-6)

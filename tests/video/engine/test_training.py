@@ -173,3 +173,22 @@ def test_distributed_helpers_on_one_machine(monkeypatch):
     assert len(synced) == len(backbone_norms(model)) == 1 + 8 * 2 + 3  # stem, 2 per block, 3 projections
     gates = [m for g in model.modules() if isinstance(g, ContextGate) for m in g.modules()]
     assert all(type(m) is torch.nn.BatchNorm1d for m in gates if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+
+
+def test_tensorboard_gets_the_numbers_of_metrics_jsonl(synth, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    trainer = Trainer(tiny_config(synth, run, "train.epochs=1", "train.tensorboard=true"), progress=False)
+    trainer.fit()
+    trainer.close()
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/clips_per_s", "epoch/train_loss", "val/top1", "val/top5"} <= tags
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["type"] == "train"]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(losses)
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]  # iterations
+    top1 = next(r["top1"] for r in records if r["type"] == "val")
+    assert events.Scalars("val/top1")[0].value == pytest.approx(top1)
