@@ -10,8 +10,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from seqctx.errors import UserError
+
+DEMO_ANALYSIS_VIDEOS = 100  # `seqctx demo` analyses its TSM+CGC model on this many validation videos
 
 
 class _StderrHandler(logging.Handler):
@@ -58,6 +61,22 @@ def _test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from seqctx.video.analysis import analyze
+    from seqctx.video.engine.distributed import cleanup, is_main
+
+    only = [x.strip() for x in args.only.split(",")] if args.only else None
+    try:
+        outcomes = analyze(args.config, args.checkpoint, args.out, args.max_videos, args.compare, only, args.set)
+        main = is_main()  # under torchrun: rank 0 prints
+    finally:
+        cleanup()
+    if main:
+        for o in outcomes:
+            print(o.line + ("" if o.skipped else f"\n  -> {o.files[0]}, {o.files[1]}"))
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from seqctx.video.engine import predict_videos
 
@@ -77,9 +96,16 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from seqctx.video.analysis import analyze
     from seqctx.video.engine.demo import DEMO_CONFIG, run_demo
 
     run_demo(args.config or DEMO_CONFIG, args.work_dir, args.set)
+    run = Path(args.work_dir) / "tsm_cgc"
+    print(f"\nthe papers' analyses of the TSM+CGC model ({DEMO_ANALYSIS_VIDEOS} validation videos), against TSM:")
+    outcomes = analyze(None, run / "latest.pt", Path(args.work_dir) / "analysis", DEMO_ANALYSIS_VIDEOS,
+                       compare=Path(args.work_dir) / "tsm" / "latest.pt")  # fmt: skip
+    for o in outcomes:
+        print(o.line + ("" if o.skipped else f"\n  -> {o.files[0]}"))
     return 0
 
 
@@ -220,6 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="per-video predictions CSV, metrics beside it as .json (default: next to the checkpoint)"
     )
     p.set_defaults(func=_test)
+
+    p = sub.add_parser("analyze", help="the papers' analyses of a trained model: figures (PNG) and numbers (JSON)")
+    p.add_argument("config", nargs="?", help="YAML config for the data (default: the checkpoint's own)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="folder for NAME.png and NAME.json of each analysis")
+    p.add_argument("--max-videos", type=int, help="the first N videos of data.val_annotation (default: all)")
+    p.add_argument("--compare", metavar="OTHER_CKPT", help="a second model beside the first (e.g. a baseline)")
+    p.add_argument("--only", help="comma-separated analyses (default: all that apply): gct_gating, "
+                   "class_selectivity, channel_sparsity, cgc_gates")  # fmt: skip
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_analyze)
 
     p = sub.add_parser("predict", help="top-5 classes of video files (model and preprocessing from the checkpoint)")
     p.add_argument("--checkpoint", required=True)

@@ -1,0 +1,92 @@
+"""What every analysis shares: the model and data of a checkpoint, passes over the data with forward
+hooks (each process of a torchrun job takes its share of the videos), accumulators summed across
+processes, and the files an analysis writes (``NAME.png``, ``NAME.json``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+from torch.utils.hooks import RemovableHandle
+
+from seqctx.video.engine.config import Config
+from seqctx.video.engine.distributed import all_gather_objects, rank_and_world
+from seqctx.video.engine.loop import EpochSampler, make_dataset, make_loader
+
+
+@dataclass
+class Batch:
+    """The batch the model is running on, for hooks: ``labels (N,)`` and ``videos = N`` (a frame
+    model's features hold ``N * T`` frames)."""
+
+    labels: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    videos: int = 0
+
+    def per_video(self, features: Tensor) -> Tensor:
+        """``(N*f, C, *S)`` features -> ``(N, C)``: the mean over space and a video's ``f`` frames."""
+        pooled = features.float().mean(tuple(range(2, features.dim())))  # (N*f, C)
+        return pooled.view(self.videos, -1, pooled.shape[1]).mean(1)
+
+
+Hook = Callable[[nn.Module, tuple[Tensor, ...], Tensor], Tensor | None]
+Rerun = Callable[[list[tuple[nn.Module, Hook]]], float]  # top-1 (%) of another pass with extra hooks
+
+
+def analysis_loader(cfg: Config, max_videos: int | None) -> DataLoader:
+    """The evaluation set (``data.val_annotation``; the first ``max_videos`` videos), one view per
+    video, this process's share of it."""
+    cfg.data.test_clips, cfg.data.test_crops = 1, 1
+    dataset = make_dataset(cfg, train=False)
+    if max_videos is not None and max_videos < len(dataset):
+        dataset = Subset(dataset, range(max_videos))  # type: ignore[assignment]
+    rank, world = rank_and_world()
+    return make_loader(cfg, dataset, EpochSampler(len(dataset), shuffle=False, rank=rank, world=world, pad=False),
+                       cfg.data.batch_size)  # type: ignore[arg-type]  # fmt: skip
+
+
+@torch.no_grad()
+def data_pass(
+    model: nn.Module, loader: DataLoader, device: torch.device, hooks: Iterable[tuple[nn.Module, Hook]],
+    batch: Batch, on_logits: Callable[[Tensor, Tensor], None] | None = None,
+) -> None:  # fmt: skip
+    """Run the model over the loader in eval mode with forward ``hooks`` attached (removed after);
+    ``batch`` tells them the current labels; ``on_logits(logits, labels)`` sees each output."""
+    model.eval()
+    handles: list[RemovableHandle] = [m.register_forward_hook(h) for m, h in hooks]
+    try:
+        for clips, labels, _ in loader:
+            if len(clips) == 0:
+                continue
+            batch.labels, batch.videos = torch.as_tensor(labels).to(device), len(clips)
+            logits = model(clips.to(device))
+            if on_logits is not None:
+                on_logits(logits, batch.labels)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def summed(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (tensors and numbers) summed over the processes, key by key."""
+    parts = all_gather_objects({k: v.cpu() if isinstance(v, Tensor) else v for k, v in state.items()})
+    out = dict(parts[0])
+    for part in parts[1:]:
+        for k, v in part.items():
+            out[k] = out[k] + v
+    return out
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def layer_names(model: nn.Module, types: type | tuple[type, ...]) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the model's modules of ``types``, in network (construction) order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, types)]
