@@ -77,11 +77,12 @@ def numbers(model: nn.Module, state: dict[str, Any], rerun: Rerun) -> dict[str, 
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     label, r = next(iter(results.items()))
     layers = r["layers"]
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4))
+    fig = Figure(figsize=(16, 4))
+    a, b, c = fig.subplots(1, 3)
     dens = torch.tensor([x["density"] for x in layers])
     extent = (-0.5, len(layers) - 0.5, 0, 1)
     a.imshow(torch.log1p(dens * 100).T.numpy(), aspect="auto", origin="lower", cmap="viridis", extent=extent)
@@ -100,7 +101,6 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def summary(results: dict[str, dict[str, Any]]) -> str:

@@ -66,9 +66,10 @@ def numbers(model: nn.Module, state: dict[str, Any], rerun: Rerun) -> dict[str, 
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+    fig = Figure(figsize=(12, 4))
+    a, b = fig.subplots(1, 2)
     for label, r in results.items():
         a.plot([x["sparsity"] for x in r["layers"]], marker="o", ms=3, label=label)
         b.plot([100 * x["dropped"] for x in r["dropping"]], [x["top1"] for x in r["dropping"]], marker="o", label=label)
@@ -80,7 +81,6 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def summary(results: dict[str, dict[str, Any]]) -> str:

@@ -69,10 +69,11 @@ def numbers(model: nn.Module, state: dict[str, Any], rerun: Rerun) -> dict[str, 
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     """One panel per block, the distribution of the index, one curve per model."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     first = next(iter(results.values()))["blocks"]
-    fig, axes = plt.subplots(1, len(first), figsize=(4.5 * len(first), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(first), 3.6))
+    axes = fig.subplots(1, len(first), squeeze=False)
     centres = (BINS[1:] + BINS[:-1]) / 2
     for j, ax in enumerate(axes[0]):
         for label, r in results.items():
@@ -82,7 +83,6 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def summary(results: dict[str, dict[str, Any]]) -> str:

@@ -59,12 +59,13 @@ def numbers(model: nn.Module, state: dict[str, Any], rerun: Rerun) -> dict[str, 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     """Fig. 3 of the GCT paper for the first model: gamma's distribution per layer, its mean and
     std, the variance ratio."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     label, r = next(iter(results.items()))
     layers = r["layers"]
     dens = torch.tensor([x["gamma_density"] for x in layers])
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4))
+    fig = Figure(figsize=(16, 4))
+    a, b, c = fig.subplots(1, 3)
     a.imshow(torch.log1p(dens * 100).T.numpy(), aspect="auto", origin="lower", cmap="magma",
              extent=(-0.5, len(layers) - 0.5, r["bins"][0], r["bins"][-1]))  # fmt: skip
     a.set(xlabel="GCT layer (network order)", ylabel="gamma", title="distribution of gamma, log(1 + density)")
@@ -77,7 +78,6 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     c.set(xlabel="GCT layer", ylabel="var(out) / var(in)", title=f"feature variance ratio ({label})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def summary(results: dict[str, dict[str, Any]]) -> str:

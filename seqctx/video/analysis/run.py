@@ -99,13 +99,6 @@ def analyze(
         if is_main():
             write_json(files[1], {"analysis": analysis.NAME, "checkpoint": str(checkpoint),
                                   "max_videos": max_videos, "models": results[analysis.NAME]})  # fmt: skip
-            _plot(analysis, results[analysis.NAME], files[0])
+            analysis.plot(results[analysis.NAME], files[0])
         outcomes.append(Outcome(analysis.NAME, line, files))
     return outcomes
-
-
-def _plot(analysis: ModuleType, results: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    analysis.plot(results, path)
