@@ -1,6 +1,7 @@
 """Model surgery: put context operators into any ``nn.Module`` (torchvision, timm, your own).
 
-Both helpers change the model in place and return a :class:`SurgeryReport`.
+Both helpers change the model in place and return a :class:`SurgeryReport`, whose ``undo()``
+takes the change back.
 """
 
 from __future__ import annotations
@@ -26,17 +27,27 @@ _NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm
 
 @dataclass
 class SurgeryReport:
-    """What a surgery changed: ``changed`` lists ``"module.name: what"`` lines."""
+    """What a surgery changed: ``changed`` lists ``"module.name: what"`` lines, ``skipped`` the
+    modules it left alone and why; :meth:`undo` restores the model (hooks removed, operators
+    detached, replaced convolutions put back)."""
 
     changed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     added_parameters: int = 0
+    _undo: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def __len__(self) -> int:
         return len(self.changed)
 
     def __str__(self) -> str:
         lines = [f"{len(self.changed)} modules changed, {self.added_parameters:,} parameters added"]
-        return "\n".join(lines + [f"  {c}" for c in self.changed])
+        lines += [f"  {c}" for c in self.changed]
+        return "\n".join(lines + [f"  skipped {s}" for s in self.skipped])
+
+    def undo(self) -> None:
+        """Take the surgery back, last change first (once)."""
+        while self._undo:
+            self._undo.pop()()
 
 
 def _apply_context_before(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -72,7 +83,11 @@ def insert_context(
         raise ValueError(f"position must be 'before_conv' or 'after_norm', got {position!r}")
     report = SurgeryReport()
     for qual, module in list(model.named_modules()):
-        if hasattr(module, "context") or (include is not None and not include(qual, module)):
+        if include is not None and not include(qual, module):
+            continue
+        if hasattr(module, "context"):
+            if isinstance(module, (nn.modules.conv._ConvNd, *_NORMS)):
+                report.skipped.append(f"{qual}: it already has a context ({type(module.context).__name__})")
             continue
         if position == "before_conv" and isinstance(module, nn.modules.conv._ConvNd):
             if module.transposed:
@@ -91,9 +106,10 @@ def insert_context(
             op = op.to(device=ref.device, dtype=ref.dtype)
         module.add_module("context", op)
         if position == "before_conv":
-            module.register_forward_pre_hook(_apply_context_before)
+            handle = module.register_forward_pre_hook(_apply_context_before)
         else:
-            module.register_forward_hook(_apply_context_after)
+            handle = module.register_forward_hook(_apply_context_after)
+        report._undo.append(lambda m=module, h=handle: (h.remove(), delattr(m, "context")))
         report.changed.append(f"{qual}: {position.replace('_', ' ')} += {type(op).__name__}({channels})")
         report.added_parameters += _num_params(op)
     return report
@@ -127,6 +143,7 @@ def convert_to_cgc(
                 new.add_module("context", child.context)
                 new.register_forward_pre_hook(_apply_context_before)
             setattr(parent, child_name, new)
+            report._undo.append(lambda p=parent, n=child_name, c=child: setattr(p, n, c))
             report.changed.append(f"{full}: {type(child).__name__} -> {cgc_type.__name__}")
             report.added_parameters += _num_params(new) - _num_params(child)
     return report

@@ -105,3 +105,18 @@ def test_convert_to_cgc_keeps_the_operators_insert_context_attached():
     gct.register_forward_hook(lambda m, a, o: got.update(gct_out=o))
     model(x)
     torch.testing.assert_close(got["conv_in"], got["gct_out"])  # the CGC conv sees GCT's output
+
+
+def test_a_surgery_can_be_undone_and_says_what_it_skipped():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 64, 64)
+    before, names = model(x), set(model.state_dict())
+    gct = insert_context(model, "gct")
+    cgc = convert_to_cgc(model)
+    again = insert_context(model, "gct")  # every conv has its GCT already: nothing changes, each is named
+    assert len(again) == 0 and len(again.skipped) == len(gct) and "already has a context (GCT)" in str(again)
+    cgc.undo()
+    gct.undo()
+    assert set(model.state_dict()) == names and torch.equal(model(x), before)
+    assert not any(isinstance(m, ContextGatedConv2d) for m in model.modules())
