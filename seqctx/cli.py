@@ -37,11 +37,8 @@ def _train(args: argparse.Namespace) -> int:
     from seqctx.video.engine import Trainer, load_config
 
     overrides = list(args.set) + ([f"work_dir={args.work_dir}"] if args.work_dir else [])
-    trainer = Trainer(load_config(args.config, overrides), resume=args.resume, overwrite=args.overwrite)
-    try:
+    with Trainer(load_config(args.config, overrides), resume=args.resume, overwrite=args.overwrite) as trainer:
         metrics = trainer.fit()
-    finally:
-        trainer.close()
     if trainer.rank == 0:
         print(" ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     return 0

@@ -11,15 +11,17 @@ from seqctx.modules import CONTEXT_OPERATORS, ContextGatedConv2d, create_context
 
 
 def operator_rows(channels: int = 64, size: int = 28, batch: int = 8) -> list[dict[str, object]]:
-    """For every operator: parameters, output change vs. its input at init, and fwd+bwd time."""
-    torch.manual_seed(0)
-    x = torch.randn(batch, channels, size, size)
-    ops: dict[str, nn.Module] = {
-        name: create_context(name, channels, 2, **({"feat_size": size} if name.startswith("ge_") else {}))
-        for name in CONTEXT_OPERATORS
-    }
-    ops["cgc (3x3 conv)"] = ContextGatedConv2d(channels, channels, 3, padding=1)
-    ops["conv 3x3 (reference)"] = nn.Conv2d(channels, channels, 3, padding=1)
+    """For every operator: parameters, output change vs. its input at init, and fwd+bwd time.
+    Seeded for repeatable numbers, without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        x = torch.randn(batch, channels, size, size)
+        ops: dict[str, nn.Module] = {
+            name: create_context(name, channels, 2, **({"feat_size": size} if name.startswith("ge_") else {}))
+            for name in CONTEXT_OPERATORS
+        }
+        ops["cgc (3x3 conv)"] = ContextGatedConv2d(channels, channels, 3, padding=1)
+        ops["conv 3x3 (reference)"] = nn.Conv2d(channels, channels, 3, padding=1)
     rows = []
     for name, op in ops.items():
         xi = x.clone().requires_grad_(True)

@@ -37,11 +37,8 @@ def run_demo(
     for label, name, context, run, cfg in runs:
         print(f"training {label} ({name}, context={context}) for {cfg.train.epochs} epochs ...", flush=True)
         t0 = time.perf_counter()
-        trainer = Trainer(cfg, overwrite=True)
-        try:
+        with Trainer(cfg, overwrite=True) as trainer:
             metrics = trainer.fit()
-        finally:
-            trainer.close()
         rows.append({"model": label, **metrics, "minutes": (time.perf_counter() - t0) / 60,
                      "plots": f"{run / 'loss.png'}, {run / 'accuracy.png'}"})  # fmt: skip
     print()

@@ -117,6 +117,9 @@ class Trainer:
     """Trains ``cfg.model`` on ``cfg.data`` and evaluates it; writes into ``cfg.work_dir``:
     ``config.yaml`` (resolved), ``metrics.jsonl``, ``latest.pt``, ``best.pt`` and the plots.
 
+    Use it as a context manager, ``with Trainer(cfg) as trainer: trainer.fit()``: leaving the block
+    closes the TensorBoard writer and the torchrun process group it may have started.
+
     A work folder that holds a run is never written over silently: ``resume=True`` continues it
     from ``latest.pt`` (with the same model: another model is a :class:`CheckpointError`),
     ``overwrite=True`` moves its files into ``replaced-<date>-<time>/`` and starts afresh, and
@@ -368,6 +371,13 @@ class Trainer:
         return metrics
 
     def close(self) -> None:
+        """Close the TensorBoard writer and end the process group (torchrun)."""
         if self.tensorboard is not None:
             self.tensorboard.close()
         cleanup()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
