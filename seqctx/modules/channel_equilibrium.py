@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .contract import check_input, check_spatial_dims
+
 __all__ = ["ChannelEquilibrium", "inverse_sqrt_newton"]
 
 
@@ -52,7 +54,8 @@ class ChannelEquilibrium(nn.Module):
     the product.
 
     Args:
-        num_channels: ``C``.
+        channels: ``C``.
+        spatial_dims: ``len(S)`` (see :mod:`~seqctx.modules.contract`); pooling is spatial only.
         group_size: channels per decorrelation group; must divide ``C`` (``C`` itself if smaller).
         reduction: ``r`` of the AII bottleneck.
         iterations: Newton iterations ``T``.
@@ -64,7 +67,9 @@ class ChannelEquilibrium(nn.Module):
 
     def __init__(
         self,
-        num_channels: int,
+        channels: int,
+        spatial_dims: int = 2,
+        *,
         group_size: int = 16,
         reduction: int = 4,
         iterations: int = 3,
@@ -73,34 +78,35 @@ class ChannelEquilibrium(nn.Module):
         pool: int = 2,
     ) -> None:
         super().__init__()
-        group_size = min(group_size, num_channels)
-        if group_size < 1 or num_channels % group_size:
-            raise ValueError(f"ChannelEquilibrium group_size={group_size} must divide num_channels={num_channels}")
+        group_size = min(group_size, channels)
+        if group_size < 1 or channels % group_size:
+            raise ValueError(f"ChannelEquilibrium group_size={group_size} must divide channels={channels}")
+        check_spatial_dims("ChannelEquilibrium", spatial_dims)
         if iterations < 1 or pool < 1 or not 0.0 <= momentum <= 1.0:
             raise ValueError(
                 f"ChannelEquilibrium needs iterations >= 1, pool >= 1 and momentum in [0, 1], "
                 f"got {iterations}, {pool}, {momentum}"
             )
-        self.num_channels = num_channels
+        self.channels, self.spatial_dims = channels, spatial_dims
         self.group_size = group_size
         self.iterations = iterations
         self.momentum = momentum
         self.eps = eps
         self.pool = pool
-        hidden = max(1, num_channels // reduction)
-        self.fc1 = nn.Linear(num_channels, hidden, bias=False)  # W1
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden, bias=False)  # W1
         self.norm = nn.LayerNorm(hidden)
-        self.fc2 = nn.Linear(hidden, num_channels, bias=False)  # W2
+        self.fc2 = nn.Linear(hidden, channels, bias=False)  # W2
         self.lambda_logit = nn.Parameter(torch.zeros(1))
-        groups = num_channels // group_size
+        groups = channels // group_size
         eye = torch.eye(group_size).expand(groups, group_size, group_size).clone()
         self.register_buffer("running_whitening", eye)  # running Sigma^-1/2, (G, g, g)
         self.register_buffer("running_inv_std", torch.ones(()))  # running s^-1/2
 
     def extra_repr(self) -> str:
         return (
-            f"{self.num_channels}, group_size={self.group_size}, iterations={self.iterations}, "
-            f"momentum={self.momentum}, pool={self.pool}"
+            f"{self.channels}, spatial_dims={self.spatial_dims}, group_size={self.group_size}, "
+            f"iterations={self.iterations}, momentum={self.momentum}, pool={self.pool}"
         )
 
     def _batch_statistics(self, xf: Tensor) -> tuple[Tensor, Tensor]:
@@ -113,7 +119,7 @@ class ChannelEquilibrium(nn.Module):
                 z = F.max_pool2d(xf, k, ceil_mode=True)
             else:
                 z = F.max_pool3d(xf, (1, k, k), ceil_mode=True)
-        groups, g = self.num_channels // self.group_size, self.group_size
+        groups, g = self.channels // self.group_size, self.group_size
         z = z.transpose(0, 1).reshape(groups, g, -1)  # (G, g, M)
         zc = (z - z.mean(-1, keepdim=True)) / math.sqrt(z.shape[-1])  # scaled first: no overflow in the sum
         eye = torch.eye(g, dtype=z.dtype, device=z.device)
@@ -123,8 +129,7 @@ class ChannelEquilibrium(nn.Module):
         return whitening, inv_std
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() < 3 or x.shape[1] != self.num_channels:
-            raise ValueError(f"ChannelEquilibrium expects (N, {self.num_channels}, *S), got {tuple(x.shape)}")
+        check_input("ChannelEquilibrium", x, self.channels, self.spatial_dims)
         with torch.autocast(x.device.type, enabled=False):
             return self._equilibrium(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x).to(x.dtype)
 

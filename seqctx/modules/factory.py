@@ -19,24 +19,20 @@ __all__ = ["CONTEXT_OPERATORS", "OPERATOR_TYPES", "ContextSpec", "create_context
 
 @dataclass(frozen=True)
 class ContextSpec:
-    """One row of the name table: how to build an operator and what it is."""
+    """One row of the name table: how to build an operator (``build(channels, spatial_dims, **kw)``,
+    the contract of :mod:`.contract`) and what it is."""
 
     build: Callable[..., nn.Module]
     summary: str
-    uses_spatial_dims: bool = False
 
 
 CONTEXT_OPERATORS: dict[str, ContextSpec] = {
     "gct": ContextSpec(GCT, "Gated Channel Transformation (Yang et al., CVPR 2020)"),
     "se": ContextSpec(SqueezeExcite, "Squeeze-and-Excitation (Hu et al., CVPR 2018)"),
-    "ge": ContextSpec(GatherExcite, "Gather-Excite theta-minus, parameter-free gather (Hu et al., 2018)", True),
-    "ge_theta": ContextSpec(
-        partial(GatherExcite, param_gather=True), "Gather-Excite theta, depthwise-conv gather", True
-    ),
+    "ge": ContextSpec(GatherExcite, "Gather-Excite theta-minus, parameter-free gather (Hu et al., 2018)"),
+    "ge_theta": ContextSpec(partial(GatherExcite, param_gather=True), "Gather-Excite theta, depthwise-conv gather"),
     "ge_theta_plus": ContextSpec(
-        partial(GatherExcite, param_gather=True, mlp=True),
-        "Gather-Excite theta-plus, gather + MLP",
-        True,
+        partial(GatherExcite, param_gather=True, mlp=True), "Gather-Excite theta-plus, gather + MLP"
     ),
     "ce": ContextSpec(ChannelEquilibrium, "Channel Equilibrium (Shao et al., ICML 2020)"),
 }
@@ -61,8 +57,4 @@ def create_context(name: str, channels: int, spatial_dims: int = 2, **kwargs: ob
     spec = CONTEXT_OPERATORS.get(name)
     if spec is None:
         raise ValueError(f"unknown context operator {name!r}; valid names: {', '.join(list_contexts())}")
-    if spatial_dims not in (1, 2, 3):
-        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
-    if spec.uses_spatial_dims:
-        return spec.build(channels, spatial_dims, **kwargs)
-    return spec.build(channels, **kwargs)
+    return spec.build(channels, spatial_dims, **kwargs)

@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
+from .contract import check_input, check_spatial_dims
+
 __all__ = ["GatherExcite", "GlobalDepthwiseConv"]
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -101,6 +103,7 @@ class GatherExcite(nn.Module):
         self,
         channels: int,
         spatial_dims: int = 2,
+        *,
         extent: int = 0,
         param_gather: bool = False,
         mlp: bool = False,
@@ -108,11 +111,10 @@ class GatherExcite(nn.Module):
         feat_size: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if spatial_dims not in _CONV:
-            raise ValueError(f"GatherExcite spatial_dims must be 1, 2 or 3, got {spatial_dims}")
+        check_spatial_dims("GatherExcite", spatial_dims)
         if extent < 0:
             raise ValueError(f"GatherExcite extent must be >= 0 (0 = global), got {extent}")
-        self.spatial_dims = spatial_dims
+        self.channels, self.spatial_dims = channels, spatial_dims
         self.extent = extent
         conv, norm = _CONV[spatial_dims], _NORM[spatial_dims]
         self.gather: nn.Sequential | None = None
@@ -161,11 +163,7 @@ class GatherExcite(nn.Module):
         return total / pool(F.pad(ones, pad), k, stride=e)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError(
-                f"GatherExcite(spatial_dims={self.spatial_dims}) expects (N, C, *S) with "
-                f"{self.spatial_dims} spatial dims, got {tuple(x.shape)}"
-            )
+        check_input("GatherExcite", x, self.channels, self.spatial_dims)
         g = self._gather(x)
         if self.mlp is not None:
             g = self.mlp(g)

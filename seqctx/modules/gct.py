@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .contract import check_input, check_spatial_dims
+
 __all__ = ["GCT"]
 
 
@@ -32,35 +34,41 @@ class GCT(nn.Module):
     weight decay (the paper's appendix); :meth:`no_weight_decay` names it.
 
     Args:
-        num_channels: ``C``.
+        channels: ``C``.
+        spatial_dims: ``len(S)`` (see :mod:`~seqctx.modules.contract`).
         mode: ``"l2"`` (the paper's default) or ``"l1"``.
         eps: the small constant of eqs. 2-3.
         after_relu: the input is known to be non-negative, so the l1 embedding skips ``abs``.
     """
 
-    def __init__(self, num_channels: int, mode: str = "l2", eps: float = 1e-5, after_relu: bool = False) -> None:
+    def __init__(
+        self, channels: int, spatial_dims: int = 2, *, mode: str = "l2", eps: float = 1e-5, after_relu: bool = False
+    ) -> None:
         super().__init__()
         if mode not in ("l1", "l2"):
             raise ValueError(f"GCT mode must be 'l1' or 'l2', got {mode!r}")
-        if num_channels < 1:
-            raise ValueError(f"GCT num_channels must be >= 1, got {num_channels}")
-        self.num_channels = num_channels
+        if channels < 1:
+            raise ValueError(f"GCT channels must be >= 1, got {channels}")
+        check_spatial_dims("GCT", spatial_dims)
+        self.channels, self.spatial_dims = channels, spatial_dims
         self.mode = mode
         self.eps = eps
         self.after_relu = after_relu
-        self.alpha = nn.Parameter(torch.ones(num_channels))
-        self.gamma = nn.Parameter(torch.zeros(num_channels))
-        self.beta = nn.Parameter(torch.zeros(num_channels))
+        self.alpha = nn.Parameter(torch.ones(channels))
+        self.gamma = nn.Parameter(torch.zeros(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
 
     def no_weight_decay(self) -> set[str]:
         return {"beta"}
 
     def extra_repr(self) -> str:
-        return f"{self.num_channels}, mode={self.mode!r}, eps={self.eps}, after_relu={self.after_relu}"
+        return (
+            f"{self.channels}, spatial_dims={self.spatial_dims}, mode={self.mode!r}, eps={self.eps}, "
+            f"after_relu={self.after_relu}"
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() not in (3, 4, 5) or x.shape[1] != self.num_channels:
-            raise ValueError(f"GCT expects (N, {self.num_channels}, *S) with 1-3 spatial dims, got {tuple(x.shape)}")
+        check_input("GCT", x, self.channels, self.spatial_dims)
         dims = tuple(range(2, x.dim()))
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
         if self.mode == "l2":

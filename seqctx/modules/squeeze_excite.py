@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .contract import check_input, check_spatial_dims
+
 __all__ = ["SqueezeExcite"]
 
 
@@ -16,18 +18,22 @@ class SqueezeExcite(nn.Module):
 
     Args:
         channels: ``C``.
+        spatial_dims: ``len(S)`` (see :mod:`~seqctx.modules.contract`).
         reduction: ``r``; the hidden width is ``max(1, C // r)``.
     """
 
-    def __init__(self, channels: int, reduction: int = 16) -> None:
+    def __init__(self, channels: int, spatial_dims: int = 2, *, reduction: int = 16) -> None:
         super().__init__()
         if reduction < 1:
             raise ValueError(f"SqueezeExcite reduction must be >= 1, got {reduction}")
+        check_spatial_dims("SqueezeExcite", spatial_dims)
+        self.channels, self.spatial_dims = channels, spatial_dims
         hidden = max(1, channels // reduction)
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: Tensor) -> Tensor:
+        check_input("SqueezeExcite", x, self.channels, self.spatial_dims)
         dims = tuple(range(2, x.dim()))
         z = x.mean(dims)  # (N, C)
         g = self.fc2(self.fc1(z).relu()).sigmoid()  # (N, C)

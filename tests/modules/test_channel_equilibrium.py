@@ -55,7 +55,7 @@ def reference_ce_train(ce, x):
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_ce_matches_reference_in_training(dims):
-    ce = ChannelEquilibrium(32, group_size=8, reduction=4, pool=1)
+    ce = ChannelEquilibrium(32, dims, group_size=8, reduction=4, pool=1)
     with torch.no_grad():
         ce.lambda_logit.fill_(0.3)
     x = torch.randn(4, 32, *spatial_shape(dims)) * torch.linspace(0.5, 2, 32).view(1, 32, *[1] * dims)
@@ -129,13 +129,13 @@ def test_ce_parameters_state_dict_and_errors():
     ce(torch.randn(2, 64, 4, 4))
     twin.load_state_dict(ce.state_dict())
     assert torch.equal(twin.running_whitening, ce.running_whitening)
-    with pytest.raises(ValueError, match="group_size=16 must divide num_channels=40"):
+    with pytest.raises(ValueError, match="group_size=16 must divide channels=40"):
         ChannelEquilibrium(40)
 
 
 def test_statistics_run_in_fp32_under_bf16_autocast_at_i3d_sizes():
     torch.manual_seed(0)
-    ce = ChannelEquilibrium(32).train()
+    ce = ChannelEquilibrium(32, 3).train()
     with torch.no_grad():
         ce.lambda_logit.fill_(2.0)  # mostly the decorrelation branch
     x = torch.randn(4, 32, 8, 56, 56) * 30 + 5  # M = 4 * 8 * 28 * 28 = 25088 pooled elements per channel

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from seqctx.modules import (
+    CONTEXT_OPERATORS,
     GCT,
     ChannelEquilibrium,
     GatherExcite,
@@ -45,3 +46,14 @@ def test_unknown_name_lists_valid_ones():
         ValueError, match="unknown context operator 'sk'; valid names: ce, gct, ge, ge_theta, ge_theta_plus, se"
     ):
         create_context("sk", 8)
+
+
+@pytest.mark.parametrize("name", sorted(CONTEXT_OPERATORS))
+def test_every_operator_keeps_the_constructor_contract(name):
+    kwargs = {"feat_size": (4, 5, 5)} if name.startswith("ge_") else {}
+    op = create_context(name, 16, 3, **kwargs)  # (channels, spatial_dims, ...)
+    assert op(torch.randn(2, 16, 4, 5, 5)).shape == (2, 16, 4, 5, 5)
+    with pytest.raises(ValueError, match=r"\(channels=16, spatial_dims=3\) expects \(N, 16, \*S\) with 3 spatial"):
+        op(torch.randn(2, 16, 5, 5))
+    with pytest.raises(ValueError, match="spatial_dims must be 1, 2 or 3, got 4"):
+        create_context(name, 16, 4)

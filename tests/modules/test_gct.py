@@ -22,7 +22,7 @@ def reference_gct(x, alpha, gamma, beta, mode, eps, after_relu=False):
 @pytest.mark.parametrize("dims", [1, 2, 3])
 @pytest.mark.parametrize("mode", ["l2", "l1"])
 def test_gct_matches_formula(dims, mode):
-    gct = GCT(6, mode=mode)
+    gct = GCT(6, dims, mode=mode)
     with torch.no_grad():
         gct.alpha.uniform_(0.5, 1.5)
         gct.gamma.normal_()
@@ -44,7 +44,7 @@ def test_gct_l1_after_relu_uses_plain_sum():
 @pytest.mark.parametrize("dims", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_gct_is_exact_identity_at_init(dims, dtype):
-    gct = GCT(8).to(dtype)
+    gct = GCT(8, dims).to(dtype)
     x = torch.randn(2, 8, *spatial_shape(dims), dtype=dtype)
     y = gct(x)
     assert y.dtype == dtype

@@ -7,7 +7,7 @@ from tests.conftest import spatial_shape
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_se_matches_formula(dims):
-    se = SqueezeExcite(32, reduction=4)
+    se = SqueezeExcite(32, dims, reduction=4)
     x = torch.randn(3, 32, *spatial_shape(dims))
     z = x.flatten(2).mean(-1)
     g = torch.sigmoid(se.fc2.weight @ torch.relu(se.fc1.weight @ z.T + se.fc1.bias[:, None]) + se.fc2.bias[:, None]).T

@@ -25,7 +25,7 @@ def test_insert_gct_before_every_conv_keeps_names_and_output():
     keys = set(net.state_dict())
     report = insert_context(net, "gct")
     assert len(report) == 3 and report.added_parameters == 3 * (3 + 16 + 16)
-    assert isinstance(net[0].context, GCT) and net[0].context.num_channels == 3
+    assert isinstance(net[0].context, GCT) and net[0].context.channels == 3
     assert keys <= set(net.state_dict())  # existing checkpoints still load
     torch.testing.assert_close(net(x), before)  # GCT is an identity at init
     with torch.no_grad():
