@@ -143,12 +143,12 @@ def _mt_run(args: argparse.Namespace) -> int:
 
 
 def _operators(args: argparse.Namespace) -> int:
-    from seqctx.showcase import print_operator_table
+    from seqctx.modules.tour import operator_table
 
     if args.batch < 2:
         raise UserError(f"--batch must be >= 2 (the tour trains a step; BatchNorm needs two samples), got {args.batch}")
 
-    print_operator_table(args.channels, args.size, args.batch)
+    print(operator_table(args.channels, args.size, args.batch))
     return 0
 
 

@@ -15,9 +15,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.hooks import RemovableHandle
 
+from seqctx.video.engine.builders import EpochSampler, make_dataset, make_loader
 from seqctx.video.engine.config import Config
 from seqctx.video.engine.distributed import all_gather_objects, rank_and_world
-from seqctx.video.engine.loop import EpochSampler, make_dataset, make_loader
 
 
 @dataclass

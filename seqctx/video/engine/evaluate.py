@@ -129,7 +129,7 @@ def evaluate_dataset(
     """Every video of ``dataset`` evaluated once, the work split over the processes of a
     ``torchrun`` job (video ``i`` on rank ``i % world``, no padding, so no video counts twice);
     each process returns the merged result, equal to a single process's."""
-    from .loop import EpochSampler, make_loader
+    from .builders import EpochSampler, make_loader
 
     rank, world = rank_and_world()
     sampler = EpochSampler(len(dataset), shuffle=False, rank=rank, world=world, pad=False)
@@ -209,8 +209,8 @@ def load_trained_model(
     a model key they set to another value than the checkpoint's raises :class:`CheckpointError`
     naming both values (``pretrained`` and ``dropout`` are free: they do not change a trained
     network's test output). Without ``cfg_path`` the checkpoint's config is the base."""
+    from .builders import make_model
     from .checkpoint import load_checkpoint
-    from .loop import make_model
 
     ckpt = load_checkpoint(checkpoint)
     saved = checkpoint_config(ckpt, checkpoint)
@@ -259,7 +259,7 @@ def evaluate_checkpoint(
     the checkpoint) and the metrics, with the unreadable videos, to the same name with ``.json``.
     Under ``torchrun`` every process evaluates its share of the videos and rank 0 writes the files
     (:func:`evaluate_dataset`)."""
-    from .loop import make_dataset, memory_format
+    from .builders import make_dataset, memory_format
 
     cfg, model, classes = load_trained_model(cfg_path, checkpoint, overrides)
     device = local_device(cfg.train.device)

@@ -22,11 +22,11 @@ from tqdm import tqdm
 from seqctx.errors import CheckpointError, ConfigError, DataError, WorkDirError
 from seqctx.modules import OPERATOR_TYPES
 
+from .builders import EpochSampler, make_dataset, make_loader, make_model, memory_format
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, save_config
 from .distributed import all_gather_objects, all_reduce_sum, barrier, cleanup, init_distributed, is_main, local_device
 from .evaluate import EvalResult, checkpoint_config, evaluate_dataset, model_conflicts
-from .loop import EpochSampler, make_dataset, make_loader, make_model, memory_format
 from .optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from torch import nn
 
+from .clip_model import ClipModel
+from .frame_model import FrameModel
 from .heads import ClassificationHead
 from .i3d import i3d_spec
 from .layers import LayerBuilder
 from .p3d import p3d_spec
 from .resnet import DEPTHS, ResNetTrunk, TrunkSpec
-from .tsn import FrameModel
-from .video3d import ClipModel
 from .weights import load_pretrained
 
 BRANCH_CONTEXTS = ("se", "ge", "ge_theta", "ge_theta_plus", "ce", "ce_all")

@@ -7,7 +7,8 @@ import time
 import torch
 from torch import nn
 
-from seqctx.modules import CONTEXT_OPERATORS, ContextGatedConv2d, create_context
+from .cgc import ContextGatedConv2d
+from .factory import CONTEXT_OPERATORS, create_context
 
 
 def operator_rows(channels: int = 64, size: int = 28, batch: int = 8) -> list[dict[str, object]]:
@@ -43,11 +44,12 @@ def operator_rows(channels: int = 64, size: int = 28, batch: int = 8) -> list[di
     return rows
 
 
-def print_operator_table(channels: int = 64, size: int = 28, batch: int = 8) -> None:
+def operator_table(channels: int = 64, size: int = 28, batch: int = 8) -> str:
+    """:func:`operator_rows` as a text table (what ``seqctx operators`` prints)."""
     rows = operator_rows(channels, size, batch)
-    print(f"Context operators on a ({batch}, {channels}, {size}, {size}) feature map:")
     cols = ["operator", "params", "identity_at_init", "fwd+bwd_ms", "what"]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    print("  ".join(c.ljust(widths[c]) for c in cols))
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    lines = [f"Context operators on a ({batch}, {channels}, {size}, {size}) feature map:"]
+    lines.append("  ".join(c.ljust(widths[c]) for c in cols))
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
