@@ -32,6 +32,7 @@ class ModelConfig:
     width: int = 64
     input_size: int = 224
     stride_in_1x1: bool = False
+    context_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {reduction: 8} for se
 
 
 @dataclass
@@ -145,6 +146,13 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0])
+    if hint is Any:
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"config key {key!r} must be a mapping of names to values, got {value!r}")
+        _, inner = typing.get_args(hint)
+        return {k: _check_type(v, inner, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"config key {key!r} must be a list, got {value!r}")

@@ -22,7 +22,7 @@ def test_base_inheritance_overrides_and_saving(tmp_path):
 
 def test_unknown_keys_and_wrong_types_name_the_key(tmp_path):
     (tmp_path / "bad.yaml").write_text("model:\n  nmae: tsn_r50\n")
-    with pytest.raises(ConfigError, match=r"unknown config key 'model.nmae'; valid keys here: context, dropout"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.nmae'; valid keys here: context, context_kwargs"):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match=r"config key 'data.batch_size' must be int, got 'eight'"):
         load_config(None, ["data.batch_size=eight"])
@@ -100,3 +100,19 @@ def test_partial_bn_freezes_the_backbone_norms_only(context):
     assert all(op.training for op in model.modules() if isinstance(op, OPERATOR_TYPES))  # CE's estimates too
     freeze_batchnorm(model.train(), "all")
     assert all(not m.training for _, m in backbone) and all(m.training for _, m in operators)
+
+
+def test_context_kwargs_come_from_yaml_and_reach_the_operators(tmp_path):
+    from seqctx.modules import SqueezeExcite
+    from seqctx.video.engine.builders import make_model
+
+    (tmp_path / "se.yaml").write_text(
+        "model:\n  name: resnet18\n  num_classes: 4\n  width: 8\n  context: se\n  context_kwargs:\n    reduction: 2\n"
+    )
+    cfg = load_config(tmp_path / "se.yaml")
+    se = next(m for m in make_model(cfg).modules() if isinstance(m, SqueezeExcite))
+    assert cfg.model.context_kwargs == {"reduction": 2} and se.fc1.out_features == 4  # 8 channels / 2
+    changed = load_config(tmp_path / "se.yaml", ["model.context_kwargs.reduction=4"])
+    assert changed.model.context_kwargs == {"reduction": 4}
+    with pytest.raises(ConfigError, match="'model.context_kwargs' must be a mapping of names to values, got 8"):
+        load_config(tmp_path / "se.yaml", ["model.context_kwargs=8"])
