@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.hooks import RemovableHandle
 
+from seqctx.video.data import normalize_clips
 from seqctx.video.engine.builders import EpochSampler, make_dataset, make_loader
 from seqctx.video.engine.config import Config
 from seqctx.video.engine.distributed import all_gather_objects, rank_and_world
@@ -64,7 +65,7 @@ def data_pass(
             if len(clips) == 0:
                 continue
             batch.labels, batch.videos = torch.as_tensor(labels).to(device), len(clips)
-            logits = model(clips.to(device))
+            logits = model(normalize_clips(clips.to(device)))
             if on_logits is not None:
                 on_logits(logits, batch.labels)
     finally:

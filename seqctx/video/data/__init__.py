@@ -20,7 +20,7 @@ from .datasets import (
 from .decode import BACKENDS, VideoError, open_video, read_frames
 from .sampling import build_sampler, sample_dense, sample_segments
 from .synthetic import SynthConfig, generate_synthetic
-from .transforms import build_transform
+from .transforms import build_transform, normalize_clips
 
 __all__ = [
     "BACKENDS",
@@ -37,6 +37,7 @@ __all__ = [
     "build_dataset",
     "build_sampler",
     "build_transform",
+    "normalize_clips",
     "collate_clips",
     "detect_format",
     "generate_synthetic",

@@ -1,9 +1,11 @@
 """Clip transforms: one random draw per clip, the same crop for every frame.
 
 Input: uint8 ``(T, H, W, C)`` (as decoded) or ``(T, C, H, W)``. Output of the built pipelines:
-float ``(3, T, H, W)``, or ``(V, 3, T, H, W)`` for multi-crop testing. Geometric steps use
-``torchvision.transforms.v2`` on the ``(T, C, H, W)`` clip, which it treats as a batch sharing
-one set of random parameters.
+uint8 ``(3, T, H, W)``, or ``(V, 3, T, H, W)`` for multi-crop testing; :func:`normalize_clips`
+turns a batch into float ImageNet statistics on the device the model runs on (a float clip is
+4x the bytes to move between DataLoader workers and the main process, and converting it there
+cost more than decoding a dense clip). Geometric steps use ``torchvision.transforms.v2`` on the
+``(T, C, H, W)`` clip, which it treats as a batch sharing one set of random parameters.
 """
 
 from __future__ import annotations
@@ -91,22 +93,21 @@ class TenCrop:
         return torch.stack(TF.ten_crop(clip, [self.size, self.size]))
 
 
-class Normalize:
-    """uint8 ``(..., T, C, H, W)`` -> float ``(..., C, T, H, W)`` in ImageNet statistics:
-    ``(x / 255 - mean) / std``, computed as ``x * (1 / (255 std)) - mean / std`` on a contiguous
-    float ``(C, T, H, W)`` copy of the clip, made in one pass (decoded frames are channels-last:
-    broadcasting the per-channel statistics over that layout ran 4x slower, as long as decoding a
-    dense clip)."""
+def to_clip(clip: Tensor) -> Tensor:
+    """uint8 ``(..., T, C, H, W)`` -> uint8 ``(..., C, T, H, W)``, contiguous: the pipelines' output."""
+    return clip.transpose(-4, -3).contiguous()
 
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
-        std_t = torch.tensor(std, dtype=torch.float64)
-        self.scale = (1.0 / (255.0 * std_t)).float().view(-1, 1, 1, 1)
-        self.shift = (torch.tensor(mean, dtype=torch.float64) / std_t).float().view(-1, 1, 1, 1)
 
-    def __call__(self, clip: Tensor) -> Tensor:
-        x = clip.transpose(-4, -3)  # (..., C, T, H, W), a view
-        out = torch.empty(x.shape, dtype=torch.float32).copy_(x)  # layout and dtype in one pass
-        return out.mul_(self.scale).sub_(self.shift)
+def normalize_clips(
+    clips: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> Tensor:
+    """uint8 clips ``(..., C, T, H, W)`` (a batch from the loader, on any device) -> float32
+    ``(x / 255 - mean) / std`` per channel, computed as ``x * (1 / (255 std)) - mean / std``."""
+    std_t = torch.tensor(std, dtype=torch.float64)
+    scale = (1.0 / (255.0 * std_t)).float().to(clips.device).view(-1, 1, 1, 1)
+    shift = (torch.tensor(mean, dtype=torch.float64) / std_t).float().to(clips.device).view(-1, 1, 1, 1)
+    out = torch.empty(clips.shape, dtype=torch.float32, device=clips.device).copy_(clips)
+    return out.mul_(scale).sub_(shift)
 
 
 def build_transform(
@@ -116,15 +117,13 @@ def build_transform(
     crop: str = "multiscale",
     flip: bool = True,
     test_crops: int = 1,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
 ) -> Callable[[Tensor], Tensor]:
     """The standard clip pipelines.
 
     Train: ``crop`` = ``"multiscale"`` (TSN/TSM's corner crops at scales of the short side,
     resized to ``size``) or ``"random_resized"`` (Inception-style), a horizontal
     flip if ``flip`` (keep it off for Something-Something, where left and right are labels),
-    normalise -> ``(3, T, size, size)``.
+    -> uint8 ``(3, T, size, size)``.
 
     Test: resize the short side to ``scale_size`` (default ``size * 256 // 224``), then a
     centre crop of ``size``
@@ -154,5 +153,5 @@ def build_transform(
             steps.append(TenCrop(size))
         else:
             raise ValueError(f"test_crops must be 1, 3 or 10, got {test_crops}")
-    steps.append(Normalize(mean, std))
+    steps.append(to_clip)
     return v2.Compose(steps)

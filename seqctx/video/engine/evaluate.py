@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from seqctx.errors import CheckpointError
-from seqctx.video.data import VideoDataset
+from seqctx.video.data import VideoDataset, normalize_clips
 
 from .config import Config, ModelConfig, apply_overrides, config_from_dict, read_yaml
 from .distributed import all_gather_objects, init_distributed, is_main, local_device, rank_and_world
@@ -87,7 +87,7 @@ def evaluate(
         unreadable += meta.get("failed", [])
         if len(clips) == 0:
             continue
-        clips = clips.to(device, non_blocking=True)
+        clips = normalize_clips(clips.to(device, non_blocking=True))  # uint8 -> float, on the device
         views = clips.shape[1] if clips.dim() == 6 else 1
         flat = clips.flatten(0, 1) if clips.dim() == 6 else clips
         if channels_last:
@@ -303,7 +303,7 @@ def predict_videos(
     for path in videos:
         try:
             source = open_video(path, d.backend if d.backend != "frames" else "decord")
-            clip = transform(source.read(sampler(source.num_frames)))
+            clip = normalize_clips(transform(source.read(sampler(source.num_frames))))
         except (VideoError, OSError, RuntimeError, ValueError) as e:
             yield Prediction(str(path), error=str(e))
             continue

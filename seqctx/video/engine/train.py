@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from seqctx.errors import CheckpointError, ConfigError, DataError, WorkDirError
 from seqctx.modules import OPERATOR_TYPES
+from seqctx.video.data import normalize_clips
 
 from .builders import EpochSampler, make_dataset, make_loader, make_model, memory_format
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -277,7 +278,7 @@ class Trainer:
         total = torch.zeros(2, device=self.device)
         tick, seen = time.perf_counter(), 0
         for clips, labels, _ in bar:
-            clips = clips.to(self.device, non_blocking=True)
+            clips = normalize_clips(clips.to(self.device, non_blocking=True))  # uint8 -> float, on the device
             labels = torch.as_tensor(labels).to(self.device, non_blocking=True)
             if t.channels_last:
                 clips = clips.contiguous(memory_format=torch.channels_last_3d)

@@ -94,7 +94,7 @@ def test_train_pipeline_shapes_and_multi_view_testing():
         SSV2 / "validation.json", SSV2 / "labels.json", SSV2 / "videos", sampler=segments(True, 8), transform=train
     )
     clip, _, _ = ds[0]
-    assert clip.shape == (3, 8, 112, 112) and clip.dtype == torch.float32
+    assert clip.shape == (3, 8, 112, 112) and clip.dtype == torch.uint8 and clip.is_contiguous()
     test = build_transform(False, size=112, scale_size=112, test_crops=3)
     ds = SomethingSomethingV2(
         SSV2 / "validation.json", SSV2 / "labels.json", SSV2 / "videos", sampler=segments(False, 8, 2), transform=test
@@ -140,16 +140,19 @@ def test_build_dataset_detects_formats_and_needs_labels():
 
 
 @pytest.mark.parametrize("views", [None, 3])
-def test_normalize_is_the_imagenet_formula_on_channels_last_frames(views):
-    from seqctx.video.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize, to_tchw
+def test_normalize_clips_is_the_imagenet_formula(views):
+    from seqctx.video.data import normalize_clips
+    from seqctx.video.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_clip, to_tchw
 
     torch.manual_seed(0)
     frames = torch.randint(0, 256, (8, 20, 24, 3), dtype=torch.uint8)  # decoded (T, H, W, C)
     clip = to_tchw(frames)  # a channels-last view, as the pipeline sees it
     if views:
         clip = torch.stack([clip] * views)
-    out = Normalize()(clip)
+    batch = to_clip(clip).unsqueeze(0)  # what the loader gives: uint8 (N, [V,] C, T, H, W)
+    assert batch.dtype == torch.uint8 and batch.is_contiguous()
+    out = normalize_clips(batch)
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
     ref = (clip.transpose(-4, -3).double() / 255 - mean.double()) / std.double()  # (..., C, T, H, W)
-    assert out.dtype == torch.float32 and out.shape == ref.shape and out.is_contiguous()
-    torch.testing.assert_close(out.double(), ref, rtol=0, atol=2e-6)
+    assert out.dtype == torch.float32 and out.shape == (1, *ref.shape)
+    torch.testing.assert_close(out[0].double(), ref, rtol=0, atol=2e-6)
