@@ -52,7 +52,7 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     for name in args.models.split(","):
         info = MODELS[name]
-        is3d = info.family in ("p3d", "i3d")
+        is3d = info.family.dims == 3
         frames = (16 if args.small else 32) if is3d else 8
         clip = torch.randn(batch, 3, frames, size, size, device=device)
         models = {}

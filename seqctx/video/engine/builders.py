@@ -63,7 +63,7 @@ def memory_format(cfg: Config) -> torch.memory_format:
     5-D weights, ``channels_last`` for frame models; ``contiguous_format`` without it."""
     if not cfg.train.channels_last:
         return torch.contiguous_format
-    return torch.channels_last_3d if MODELS[cfg.model.name].family in ("p3d", "i3d") else torch.channels_last
+    return torch.channels_last_3d if MODELS[cfg.model.name].family.dims == 3 else torch.channels_last
 
 
 def make_dataset(

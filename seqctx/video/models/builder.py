@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,35 +18,67 @@ from .resnet import DEPTHS, ResNetTrunk, TrunkSpec
 from .weights import load_pretrained
 
 BRANCH_CONTEXTS = ("se", "ge", "ge_theta", "ge_theta_plus", "ce", "ce_all")
-FAMILY_CONTEXTS: dict[str, tuple[str, ...]] = {
-    "resnet": ("gct", "cgc", *BRANCH_CONTEXTS),
-    "tsn": ("gct", "cgc", *BRANCH_CONTEXTS),
-    "tsm": ("gct", "cgc", *BRANCH_CONTEXTS),
-    "p3d": ("gct", "gct_all", "cgc1d", "cgc3d", "cgc1d3d", *BRANCH_CONTEXTS),
-    "i3d": ("gct", "gct_all", "cgc", *BRANCH_CONTEXTS),
-}
-FAMILY_DEPTHS = {"resnet": (18, 34, 50, 101), "tsn": (18, 34, 50, 101), "tsm": (18, 34, 50, 101),
-                 "p3d": (50, 101), "i3d": (50, 101)}  # fmt: skip
+
+
+def plain_spec(depth: int, width: int = 64) -> TrunkSpec:
+    """torchvision's ResNet: ``7x7`` stem, ``3x3`` max-pool, four stages."""
+    return TrunkSpec(depth=depth, width=width)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family, registered once: every other place asks it.
+
+    Args:
+        name: the model names' prefix (``resnet50``, ``tsm_r50``, ...).
+        dims: 2 (a 2D trunk over frames, logits averaged over them) or 3 (a 3D trunk over clips).
+        depths: the ResNet depths it is defined for.
+        contexts: the ``context=`` values it takes (see :data:`CONTEXT_FIELDS`).
+        spec: ``(depth, width) -> TrunkSpec``, the trunk's shape.
+        segments: frames of a video go through the trunk as one group (TSN/TSM): CGC pools a
+            per-video context and the model is built for ``num_segments`` frames.
+        temporal_shift: TSM's shift on every residual branch.
+    """
+
+    name: str
+    dims: int
+    depths: tuple[int, ...]
+    contexts: tuple[str, ...]
+    spec: Callable[[int, int], TrunkSpec]
+    segments: bool = False
+    temporal_shift: bool = False
+
+    def model_name(self, depth: int) -> str:
+        return f"resnet{depth}" if self.name == "resnet" else f"{self.name}_r{depth}"
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("resnet", 2, (18, 34, 50, 101), ("gct", "cgc", *BRANCH_CONTEXTS), plain_spec),
+        Family("tsn", 2, (18, 34, 50, 101), ("gct", "cgc", *BRANCH_CONTEXTS), plain_spec, segments=True),
+        Family("tsm", 2, (18, 34, 50, 101), ("gct", "cgc", *BRANCH_CONTEXTS), plain_spec, segments=True,
+               temporal_shift=True),
+        Family("p3d", 3, (50, 101), ("gct", "gct_all", "cgc1d", "cgc3d", "cgc1d3d", *BRANCH_CONTEXTS), p3d_spec),
+        Family("i3d", 3, (50, 101), ("gct", "gct_all", "cgc", *BRANCH_CONTEXTS), i3d_spec),
+    )
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    family: str
+    family: Family
     depth: int
-    contexts: tuple[str, ...]
+
+    @property
+    def contexts(self) -> tuple[str, ...]:
+        return self.family.contexts
 
 
-def _registry() -> dict[str, ModelInfo]:
-    out = {}
-    for family, depths in FAMILY_DEPTHS.items():
-        for depth in depths:
-            name = f"resnet{depth}" if family == "resnet" else f"{family}_r{depth}"
-            out[name] = ModelInfo(name, family, depth, FAMILY_CONTEXTS[family])
-    return out
-
-
-MODELS: dict[str, ModelInfo] = _registry()
+MODELS: dict[str, ModelInfo] = {
+    f.model_name(d): ModelInfo(f.model_name(d), f, d) for f in FAMILIES.values() for d in f.depths
+}
 
 
 def list_models() -> list[str]:
@@ -65,27 +98,29 @@ def ce_blocks(depth: int) -> int | None:
     return 7 if depth == 101 else sum(layers[:3])
 
 
+# What each context asks of the layer builder, given the family and the depth.
+CONTEXT_FIELDS: dict[str, Callable[[Family, int], dict[str, object]]] = {
+    # GCT paper: before every conv on ImageNet, before the last two of each block on Kinetics
+    "gct": lambda f, d: {"pre_conv": "gct", "pre_conv_last": 2 if f.dims == 3 else 0},
+    "gct_all": lambda f, d: {"pre_conv": "gct"},
+    "cgc": lambda f, d: {"cgc": frozenset({"all"})},
+    "cgc1d": lambda f, d: {"cgc": frozenset({"temporal"})},
+    "cgc3d": lambda f, d: {"cgc": frozenset({"spatial"})},
+    "cgc1d3d": lambda f, d: {"cgc": frozenset({"temporal", "spatial"})},
+    "ce": lambda f, d: {"branch": "ce", "branch_blocks": ce_blocks(d)},
+    "ce_all": lambda f, d: {"branch": "ce"},
+    **{name: (lambda f, d, name=name: {"branch": name}) for name in ("se", "ge", "ge_theta", "ge_theta_plus")},
+}
+
+
 def _layer_builder(info: ModelInfo, context: str | None, num_segments: int, kwargs: dict[str, object]) -> LayerBuilder:
-    dims = 3 if info.family in ("p3d", "i3d") else 2
-    fields: dict[str, object] = {"dims": dims, "context_kwargs": kwargs}
-    if info.family in ("tsn", "tsm"):
+    family = info.family
+    fields: dict[str, object] = {"dims": family.dims, "context_kwargs": kwargs}
+    if family.segments:
         fields["num_segments"] = num_segments
-        fields["temporal_shift"] = info.family == "tsm"
-    if context in ("gct", "gct_all"):
-        fields["pre_conv"] = "gct"
-        # GCT paper: before every conv on ImageNet, before the last two of each block on Kinetics
-        fields["pre_conv_last"] = 2 if (dims == 3 and context == "gct") else 0
-    elif context == "cgc":
-        fields["cgc"] = frozenset({"all"})
-    elif context in ("cgc1d", "cgc3d", "cgc1d3d"):
-        kinds = {"cgc1d": {"temporal"}, "cgc3d": {"spatial"}, "cgc1d3d": {"temporal", "spatial"}}[context]
-        fields["cgc"] = frozenset(kinds)
-    elif context == "ce":
-        fields["branch"], fields["branch_blocks"] = "ce", ce_blocks(info.depth)
-    elif context == "ce_all":
-        fields["branch"] = "ce"
-    elif context is not None:
-        fields["branch"] = context
+        fields["temporal_shift"] = family.temporal_shift
+    if context is not None:
+        fields.update(CONTEXT_FIELDS[context](family, info.depth))
     return LayerBuilder(**fields)  # type: ignore[arg-type]
 
 
@@ -136,14 +171,8 @@ def build_model(
     if num_segments < 1 or width < 1 or input_size < 1:
         raise ValueError(f"num_segments, width and input_size must be >= 1, got {num_segments}, {width}, {input_size}")
     builder = _layer_builder(info, context, num_segments, dict(context_kwargs or {}))
-    if info.family == "p3d":
-        spec = p3d_spec(info.depth, width)
-    elif info.family == "i3d":
-        spec = i3d_spec(info.depth, width)
-    else:
-        spec = TrunkSpec(depth=info.depth, width=width)
-    spec = replace(spec, stride_in_1x1=stride_in_1x1)
-    frames = 1 if info.family == "resnet" else num_segments
+    spec = replace(info.family.spec(info.depth, width), stride_in_1x1=stride_in_1x1)
+    frames = num_segments if (info.family.segments or info.family.dims == 3) else 1
     trunk = ResNetTrunk(spec, builder, (frames, input_size, input_size))
     head = ClassificationHead(trunk.out_channels, num_classes, dropout)
     if builder.dims == 3:

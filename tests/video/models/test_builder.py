@@ -248,3 +248,12 @@ def test_load_report_lists_what_did_not_load(tmp_path):
     assert "trunk.layer1.0.ctx1.alpha" in report.missing and "head.fc.weight" in report.missing
     assert "trunk.conv1.weight" in report.loaded and not report.inflated
     assert "missing" in str(report)
+
+
+def test_every_family_context_has_its_layer_fields_and_names_are_registered_once():
+    from seqctx.video.models import FAMILIES
+    from seqctx.video.models.builder import CONTEXT_FIELDS
+
+    assert {c for f in FAMILIES.values() for c in f.contexts} <= set(CONTEXT_FIELDS)
+    assert list_models() == [f.model_name(d) for f in FAMILIES.values() for d in f.depths]
+    assert {MODELS[n].family.dims for n in ("p3d_r50", "i3d_r101")} == {3} and MODELS["tsm_r18"].family.temporal_shift
