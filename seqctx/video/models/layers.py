@@ -40,7 +40,7 @@ class LayerBuilder:
         temporal_shift: put ``TemporalShift(num_segments)`` on every residual branch (TSM).
         pre_conv: context operator placed before convolutions (``"gct"``) or None.
         pre_conv_last: place it before only the last ``pre_conv_last`` convolutions of each
-            residual block (0 = before every convolution, stem included).
+            residual block (0 = before every convolution, stem and shortcuts included).
         branch: context operator on the residual branch after its last normaliser (SE, GE, CE).
         branch_blocks: only the first ``branch_blocks`` residual blocks (in network order) get
             the branch operator (the CE paper's placement, see ``ce_blocks``); None: every block.
@@ -104,20 +104,15 @@ class LayerBuilder:
             return TemporalShift(self.num_segments)
         return nn.Identity()
 
-    def before_conv(self, channels: int, index: int, count: int) -> nn.Module:
-        """The operator before the ``index``-th of ``count`` convolutions of a block (or the stem,
-        ``count = 0``)."""
+    def before(self, slot: str, channels: int, block: Sequence[str] = ()) -> nn.Module:
+        """The operator before the convolution named ``slot``: ``"stem"``/``"stem_t"`` (the
+        trunk's), ``"shortcut"`` (a block's projection), or one of ``block``, the names of a
+        residual block's convolutions in order (``("conv1", "conv2", "conv3")``). With
+        ``pre_conv_last = n`` only the last ``n`` of ``block`` get it (the stem and shortcuts not);
+        with 0, every convolution does."""
         if self.pre_conv is None:
             return nn.Identity()
-        if self.pre_conv_last and (count == 0 or index < count - self.pre_conv_last):
-            return nn.Identity()
-        return create_context(self.pre_conv, channels, self.dims, **self.context_kwargs)
-
-    def before_shortcut(self, channels: int) -> nn.Module:
-        """The operator before a block's projection shortcut (a 1x1 conv): the pre-conv operator
-        where it gates every convolution (``pre_conv_last = 0``; the official GCT ResNet gates
-        the shortcut's conv too), else nothing."""
-        if self.pre_conv is None or self.pre_conv_last:
+        if self.pre_conv_last and slot not in block[-self.pre_conv_last :]:
             return nn.Identity()
         return create_context(self.pre_conv, channels, self.dims, **self.context_kwargs)
 

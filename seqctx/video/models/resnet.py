@@ -33,10 +33,11 @@ class BasicBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.shift = b.shift()
-        self.ctx1 = b.before_conv(inplanes, 0, 2)
+        convs = ("conv1", "conv2")
+        self.ctx1 = b.before("conv1", inplanes, convs)
         self.conv1 = b.conv(inplanes, planes, (1, 3, 3), (1, stride, stride))
         self.bn1 = b.norm(planes)
-        self.ctx2 = b.before_conv(planes, 1, 2)
+        self.ctx2 = b.before("conv2", planes, convs)
         self.conv2 = b.conv(planes, planes, (1, 3, 3))
         self.bn2 = b.norm(planes)
         self.ctx_branch = b.on_branch(planes, feat_size)
@@ -74,21 +75,21 @@ class Bottleneck(nn.Module):
     ) -> None:
         super().__init__()
         width, out = planes, planes * self.expansion
-        count = 4 if p3d else 3
+        convs = ("conv1", "conv2", "conv2_t", "conv3") if p3d else ("conv1", "conv2", "conv3")
         s1, s2 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.shift = b.shift()
-        self.ctx1 = b.before_conv(inplanes, 0, count)
+        self.ctx1 = b.before("conv1", inplanes, convs)
         self.conv1 = b.conv(inplanes, width, (temporal_conv1, 1, 1), (1, s1, s1))
         self.bn1 = b.norm(width)
-        self.ctx2 = b.before_conv(width, 1, count)
+        self.ctx2 = b.before("conv2", width, convs)
         self.conv2 = b.conv(width, width, (1, 3, 3), (1, s2, s2))
         self.bn2 = b.norm(width)
         self.conv2_t: nn.Module | None = None
         if p3d:
-            self.ctx2_t = b.before_conv(width, 2, count)
+            self.ctx2_t = b.before("conv2_t", width, convs)
             self.conv2_t = b.conv(width, width, (3, 1, 1))
             self.bn2_t = b.norm(width)
-        self.ctx3 = b.before_conv(width, count - 1, count)
+        self.ctx3 = b.before("conv3", width, convs)
         self.conv3 = b.conv(width, out, (1, 1, 1))
         self.bn3 = b.norm(out)
         self.ctx_branch = b.on_branch(out, feat_size)
@@ -121,7 +122,8 @@ class Projection(nn.Sequential):
 def _downsample(b: LayerBuilder, inplanes: int, out: int, stride: int) -> Projection | None:
     if stride == 1 and inplanes == out:
         return None
-    return Projection(b.conv(inplanes, out, (1, 1, 1), (1, stride, stride)), b.norm(out), b.before_shortcut(inplanes))
+    conv = b.conv(inplanes, out, (1, 1, 1), (1, stride, stride))
+    return Projection(conv, b.norm(out), b.before("shortcut", inplanes))
 
 
 @dataclass(frozen=True)
@@ -175,14 +177,14 @@ class ResNetTrunk(nn.Module):
         def down(size: int, stride: int) -> int:
             return math.ceil(size / stride)
 
-        self.ctx1 = b.before_conv(3, 0, 0)
+        self.ctx1 = b.before("stem", 3)
         self.conv1 = b.conv(3, w, spec.stem_kernel, spec.stem_stride, (spec.stem_kernel[0] // 2, 3, 3))
         self.bn1 = b.norm(w)
         self.relu = nn.ReLU(inplace=True)
         t, h = down(t, spec.stem_stride[0]), down(h, 2)
         self.conv1_t: nn.Module | None = None
         if spec.stem_temporal:
-            self.ctx1_t = b.before_conv(w, 0, 0)
+            self.ctx1_t = b.before("stem_t", w)
             self.conv1_t = b.conv(w, w, (spec.stem_temporal, 1, 1), (2, 1, 1))
             self.bn1_t = b.norm(w)
             t = down(t, 2)
