@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .gated_conv import gate_from_logits, kernel_gated_conv
+from .tables import CONV_BY_DIMS
 
 __all__ = ["ContextGate", "ContextGatedConv1d", "ContextGatedConv2d", "ContextGatedConv3d", "slice_bounds"]
 
@@ -218,7 +219,7 @@ class _ContextGatedConvNd:
 
         ``kwargs`` go to the constructor (``context_size``, ``num_segments``, ...).
         """
-        base = _PLAIN_CONV[cls._spatial_dims]
+        base = CONV_BY_DIMS[cls._spatial_dims]
         if not isinstance(conv, base):
             raise TypeError(f"{cls.__name__}.from_conv expects a {base.__name__}, got {type(conv).__name__}")
         new = cls(
@@ -328,9 +329,6 @@ class _ContextGatedConvNd:
         if self.time_slices > 1:
             s += f", time_slices={self.time_slices}"
         return s
-
-
-_PLAIN_CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
 class ContextGatedConv1d(_ContextGatedConvNd, nn.Conv1d):

@@ -13,10 +13,10 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
 from .contract import check_input, check_spatial_dims
+from .tables import CONV_BY_DIMS
 
 __all__ = ["GatherExcite", "GlobalDepthwiseConv"]
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -116,7 +116,7 @@ class GatherExcite(nn.Module):
             raise ValueError(f"GatherExcite extent must be >= 0 (0 = global), got {extent}")
         self.channels, self.spatial_dims = channels, spatial_dims
         self.extent = extent
-        conv, norm = _CONV[spatial_dims], _NORM[spatial_dims]
+        conv, norm = CONV_BY_DIMS[spatial_dims], _NORM[spatial_dims]
         self.gather: nn.Sequential | None = None
         if param_gather:
             layers: list[nn.Module] = []

@@ -14,15 +14,13 @@ from torch.nn.parameter import is_lazy
 
 from .cgc import ContextGatedConv1d, ContextGatedConv2d, ContextGatedConv3d, _ContextGatedConvNd
 from .factory import create_context
+from .tables import CHANNEL_NORMS, CONV_BY_DIMS
 
 __all__ = ["SurgeryReport", "convert_to_cgc", "insert_context"]
 
 _PLAIN_TO_CGC: dict[type[nn.Module], type[_ContextGatedConvNd]] = {
-    nn.Conv1d: ContextGatedConv1d,
-    nn.Conv2d: ContextGatedConv2d,
-    nn.Conv3d: ContextGatedConv3d,
+    CONV_BY_DIMS[cgc._spatial_dims]: cgc for cgc in (ContextGatedConv1d, ContextGatedConv2d, ContextGatedConv3d)
 }
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm)
 
 
 @dataclass
@@ -86,14 +84,14 @@ def insert_context(
         if include is not None and not include(qual, module):
             continue
         if hasattr(module, "context"):
-            if isinstance(module, (nn.modules.conv._ConvNd, *_NORMS)):
+            if isinstance(module, (nn.modules.conv._ConvNd, *CHANNEL_NORMS)):
                 report.skipped.append(f"{qual}: it already has a context ({type(module.context).__name__})")
             continue
         if position == "before_conv" and isinstance(module, nn.modules.conv._ConvNd):
             if module.transposed:
                 continue
             channels, dims = module.in_channels, len(module.kernel_size)
-        elif position == "after_norm" and isinstance(module, _NORMS):
+        elif position == "after_norm" and isinstance(module, CHANNEL_NORMS):
             channels = module.num_channels if isinstance(module, nn.GroupNorm) else module.num_features
             dims = {nn.BatchNorm1d: 1, nn.BatchNorm3d: 3, nn.InstanceNorm1d: 1, nn.InstanceNorm3d: 3}.get(
                 type(module), 2

@@ -7,9 +7,9 @@ import math
 import torch
 from torch import nn
 
-from .config import NO_DECAY_RULES, OptimConfig
+from seqctx.modules.tables import NORMS
 
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+from .config import NO_DECAY_RULES, OptimConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay: str = "norm_bias") -> list[dict[str, object]]:
@@ -28,7 +28,7 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay: str = "norm_bi
         if hasattr(module, "no_weight_decay"):
             exempt.update(id(own[n]) for n in module.no_weight_decay() if n in own)
         if no_decay == "norm_bias":
-            if isinstance(module, _NORMS):
+            if isinstance(module, NORMS):
                 exempt.update(id(p) for p in own.values())
             if "bias" in own:
                 exempt.add(id(own["bias"]))
