@@ -96,7 +96,12 @@ def _demo(args: argparse.Namespace) -> int:
     from seqctx.video.analysis import analyze
     from seqctx.video.engine.demo import DEMO_CONFIG, run_demo
 
-    run_demo(args.config or DEMO_CONFIG, args.work_dir, args.set)
+    rows = run_demo(args.config or DEMO_CONFIG, args.work_dir, args.set)
+    print()
+    for r in rows:
+        acc = f"top-1 {r['top1']:5.1f}  top-5 {r['top5']:5.1f}  mean-class {r['mean_class_accuracy']:5.1f}"
+        print(f"{r['model']:8s} {acc}  ({r['minutes']:.1f} min)  plots: {r['plots']}")
+    print("Classes come in time-reversed pairs: a frame-order-blind model (TSN) tops out near 50% top-1.")
     run = Path(args.work_dir) / "tsm_cgc"
     print(f"\nthe papers' analyses of the TSM+CGC model ({DEMO_ANALYSIS_VIDEOS} validation videos), against TSM:")
     outcomes = analyze(None, run / "latest.pt", Path(args.work_dir) / "analysis", DEMO_ANALYSIS_VIDEOS,
@@ -136,9 +141,11 @@ def _mt_run(args: argparse.Namespace) -> int:
 
     recipe = recipes.load_recipe(args.config, args.set)
     if args.mt_command == "train":
-        recipes.train(recipe, dry_run=args.dry_run)
+        recipes.train(recipe, dry_run=args.dry_run)  # the command is logged before it runs
     else:
-        recipes.evaluate(recipe, dry_run=args.dry_run)
+        scores = recipes.evaluate(recipe, dry_run=args.dry_run)
+        if scores is not None:
+            print(scores)
     return 0
 
 

@@ -27,10 +27,10 @@ def test_mt_commands_print_what_they_run(capsys, tmp_path):
     assert main(["mt", "user-dir"]) == 0
     assert capsys.readouterr().out.strip() == str(user_dir())
     assert main(["mt", "train", RECIPE, "--dry-run", "--set", "train.max-update=10"]) == 0
-    out = capsys.readouterr().out
-    assert "--arch lightconv_cgc_iwslt_de_en" in out and "--max-update 10" in out and "--weight-softmax True" in out
+    err = capsys.readouterr().err  # the command, logged
+    assert "--arch lightconv_cgc_iwslt_de_en" in err and "--max-update 10" in err and "--weight-softmax True" in err
     assert main(["mt", "evaluate", RECIPE, "--dry-run"]) == 0
-    assert "--beam 6" in capsys.readouterr().out
+    assert "--beam 6" in capsys.readouterr().err
 
 
 def test_bad_arguments_exit_with_usage():

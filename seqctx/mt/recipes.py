@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import io
+import logging
 import shlex
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from . import user_dir
 SCALAR_KEYS = ("data", "arch", "save_dir", "average_last", "paper_gpus", "gpus")
 OPTION_SECTIONS = ("train", "generate")  # fairseq-train / fairseq-generate options
 RECIPE_KEYS = {*SCALAR_KEYS, *OPTION_SECTIONS}
+log = logging.getLogger(__name__)
+
 _VALID = (
     "top-level data, arch, save_dir, average_last, paper_gpus, gpus; or train.OPTION / generate.OPTION "
     "(fairseq options)"
@@ -191,18 +194,18 @@ def average_checkpoints(paths: list[Path], out: str | Path) -> Path:
 
 
 def train(recipe: dict[str, Any], dry_run: bool = False) -> None:
-    """Print the fairseq-train command of a recipe, check its options and run it."""
+    """Log the fairseq-train command of a recipe, check its options and run it."""
     cmd = train_command(recipe)
-    print(format_command(cmd), flush=True)
+    log.info(format_command(cmd))
     check_options(cmd)
     if not dry_run:
         run(cmd)
 
 
-def evaluate(recipe: dict[str, Any], dry_run: bool = False) -> None:
+def evaluate(recipe: dict[str, Any], dry_run: bool = False) -> str | None:
     """Average the last ``average_last`` saved states (by update count), fairseq-generate the
-    test set into ``SAVE_DIR/generate-test.txt`` and print both BLEU scores (each step printed
-    first, the averaged files by name)."""
+    test set into ``SAVE_DIR/generate-test.txt`` and return both BLEU scores as text (each step
+    logged first, the averaged files by name); None with ``dry_run``."""
     from .score import score_files
 
     save_dir = Path(recipe.get("save_dir", "checkpoints"))
@@ -210,17 +213,17 @@ def evaluate(recipe: dict[str, Any], dry_run: bool = False) -> None:
     output = save_dir / "generate-test.txt"
     cmd = generate_command(recipe, checkpoint)
     n = recipe.get("average_last", 1)
-    print(f"average the last {n} saved states of {save_dir} (by update count) -> {checkpoint}")
+    log.info("average the last %d saved states of %s (by update count) -> %s", n, save_dir, checkpoint)
     check_options(cmd)
     if not dry_run:
         chosen = last_checkpoints(save_dir, n)
         if len(chosen) < n:
-            print(f"only {len(chosen)} distinct saved states in {save_dir}; averaging those")
+            log.info("only %d distinct saved states in %s; averaging those", len(chosen), save_dir)
         for path, updates in chosen:
-            print(f"  {path.name}  ({updates} updates)")
+            log.info("  %s  (%d updates)", path.name, updates)
         average_checkpoints([path for path, _ in chosen], checkpoint)
-    print(format_command(cmd) + f" > {output}", flush=True)
+    log.info("%s > %s", format_command(cmd), output)
     if dry_run:
-        return
+        return None
     run(cmd, stdout=output)
-    print(score_files(output))
+    return score_files(output)
