@@ -6,6 +6,8 @@ with fairseq (once per process) and lets fairseq checkpoints load with ``weights
 
 from __future__ import annotations
 
+import argparse
+
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.lightconv import (
     LightConvEncoderLayer,
@@ -52,6 +54,15 @@ class ContextGatedLightConvEncoderLayer(LightConvEncoderLayer):
 class LightConvCGCModel(LightConvModel):
     """LightConv with a context-gated encoder (``--arch lightconv_cgc_iwslt_de_en``)."""
 
+    @staticmethod
+    def add_args(parser) -> None:
+        """LightConv's options, but ``--encoder/decoder-conv-type`` get no parser default (fairseq
+        gives them "dynamic"), so that the architectures can tell a user's value from none."""
+        LightConvModel.add_args(parser)
+        for action in parser._actions:  # argparse has no public way to drop one option's default
+            if action.dest in ("encoder_conv_type", "decoder_conv_type"):
+                action.default = argparse.SUPPRESS
+
     @classmethod
     def build_model(cls, args, task):
         model = super().build_model(args, task)
@@ -64,8 +75,10 @@ class LightConvCGCModel(LightConvModel):
 
 @register_model_architecture("lightconv_cgc", "lightconv_cgc")
 def lightconv_cgc(args) -> None:
-    """LightConv's base architecture; the encoder's convolutions are lightweight (the gated kind)."""
-    args.encoder_conv_type = "lightweight"
+    """LightConv's base architecture; the encoder's convolutions default to lightweight (the gated
+    kind; another value is rejected when the model is built), the decoder's to fairseq's dynamic."""
+    args.encoder_conv_type = getattr(args, "encoder_conv_type", "lightweight")
+    args.decoder_conv_type = getattr(args, "decoder_conv_type", "dynamic")
     base_architecture(args)
 
 
@@ -73,6 +86,7 @@ def lightconv_cgc(args) -> None:
 def lightconv_cgc_iwslt_de_en(args) -> None:
     """``lightconv_iwslt_de_en``'s settings: 512/1024, 4 heads, 7 encoder and 6 decoder layers,
     kernels ``[3, 7, 15, 31, 31, 31, 31]``, lightweight convolutions in both (fairseq's
-    ``--encoder/decoder-conv-type`` default to dynamic), GLU off."""
-    args.encoder_conv_type = args.decoder_conv_type = "lightweight"
+    ``--encoder/decoder-conv-type`` default to dynamic), GLU off; a user's values are kept."""
+    args.encoder_conv_type = getattr(args, "encoder_conv_type", "lightweight")
+    args.decoder_conv_type = getattr(args, "decoder_conv_type", "lightweight")
     lightconv_iwslt_de_en(args)

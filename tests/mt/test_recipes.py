@@ -70,3 +70,20 @@ def test_the_world_size_is_stated_and_update_freq_keeps_the_papers_tokens_per_up
     check_options(cmd)
     with pytest.raises(ConfigError, match=r"gpus=8 cannot keep .* paper_gpus=1 x update-freq=1 = 1 must be a multiple"):
         train_command(load_recipe(RECIPE, ["gpus=8"]))
+
+
+def test_the_architectures_keep_the_users_conv_types():
+    from fairseq import options
+
+    import seqctx.mt.models  # noqa: F401  (registers lightconv_cgc)
+
+    def parsed(*extra):
+        parser = options.get_training_parser()
+        return options.parse_args_and_arch(parser, input_args=["data-bin", "--arch", *extra])
+
+    iwslt = parsed("lightconv_cgc_iwslt_de_en")
+    assert (iwslt.encoder_conv_type, iwslt.decoder_conv_type) == ("lightweight", "lightweight")
+    mine = parsed("lightconv_cgc_iwslt_de_en", "--decoder-conv-type", "dynamic")
+    assert mine.decoder_conv_type == "dynamic"  # was overwritten with lightweight
+    base = parsed("lightconv_cgc")
+    assert (base.encoder_conv_type, base.decoder_conv_type) == ("lightweight", "dynamic")
