@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from seqctx.errors import ConfigError
+from seqctx.overrides import apply_overrides, parse_override
 
 from . import user_dir
 
@@ -52,14 +53,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[st
     if unknown:
         raise ConfigError(f"{path}: unknown recipe key {sorted(unknown)[0]!r}; valid keys: {_VALID}")
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        section, _, name = key.partition(".")
-        if (name and section not in OPTION_SECTIONS) or (not name and key not in SCALAR_KEYS):
-            raise ConfigError(f"--set {key}: unknown recipe key {(section if name else key)!r}; valid: {_VALID}")
-        target = recipe.setdefault(section, {}) if name else recipe
-        target[name or key] = yaml.safe_load(value)
+        path, _ = parse_override(item)
+        known = path[0] in OPTION_SECTIONS if len(path) == 2 else len(path) == 1 and path[0] in SCALAR_KEYS
+        if not known:
+            raise ConfigError(f"--set {'.'.join(path)}: unknown recipe key {path[0]!r}; valid: {_VALID}")
+    apply_overrides(recipe, list(overrides or []))
     for key in ("data", "arch"):
         if key not in recipe:
             raise ConfigError(f"{path}: a recipe needs {key!r}")

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from seqctx.errors import ConfigError
+from seqctx.overrides import apply_overrides
 from seqctx.video.data import BACKENDS, DATASET_TYPES
 
 
@@ -212,22 +213,6 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     for base in [bases] if isinstance(bases, str) else bases:
         merged = _merge(merged, read_yaml(path.parent / base))
     return _merge(merged, data)
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``["optim.lr=0.1", "model.context=cgc"]`` -> nested updates (values parsed as YAML)."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
-    return data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

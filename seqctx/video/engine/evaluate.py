@@ -21,9 +21,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from seqctx.errors import CheckpointError
+from seqctx.overrides import apply_overrides
 from seqctx.video.data import VideoDataset, normalize_clips
 
-from .config import Config, ModelConfig, apply_overrides, config_from_dict, read_yaml
+from .config import Config, ModelConfig, config_from_dict, read_yaml
 from .distributed import all_gather_objects, init_distributed, is_main, local_device, rank_and_world
 
 
