@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from seqctx.modules.cgc import ContextGatedConv1d, ContextGatedConv2d, ContextGatedConv3d
+from seqctx.modules.gated_conv import gate_from_logits
 
 from .passes import Batch, Hook, Rerun, layer_names
 
@@ -37,17 +38,17 @@ def hooks(model: nn.Module, batch: Batch, state: dict[str, Any]) -> list[tuple[n
         last = i == len(layers) - 1
 
         def hook(m: nn.Module, args: tuple[Tensor, ...], _y: Tensor, key: str = f"{i}", last: bool = last) -> None:
-            gate = m.gate(args[0]).double()  # (N, O, C/g, [t,] *k): one gate per video
-            n = gate.shape[0]
+            g1, g2 = m.context_gate.logits(m._pool_context(args[0]))  # (N, C, t*k), (N, O, t*k)
+            n, t = g1.shape[0], m.time_slices
+            gate = gate_from_logits(g1, g2, m.groups).double().view(n, *m.weight.shape[:2], t, -1)  # (N, O, C/g, t, K)
             flat = gate.reshape(n, -1)
             hist = torch.histogram(flat.cpu().clamp(0, 1), BINS.double()).hist
-            spread_t = gate.std(3, unbiased=False).mean().item() * n if m.time_slices > 1 else 0.0
+            spread_t = gate.std(3, unbiased=False).mean().item() * n if t > 1 else 0.0
             acc = {"hist": hist, "sum": flat.sum(0).cpu(), "sq": flat.square().sum(0).cpu(),
                    "n": torch.tensor(float(n), dtype=torch.float64), "time": torch.tensor(spread_t)}  # fmt: skip
             for name, value in acc.items():
-                state[f"{key}.{name}"] = state[f"{key}.{name}"] + value if f"{key}.{name}" in state else value
+                state[f"{key}.{name}"] = state.get(f"{key}.{name}", 0) + value
             if last:  # lists: the processes' parts are concatenated, not summed
-                g1, g2 = m.context_gate.logits(m._pool_context(args[0]))  # (N, C, t*k), (N, O, t*k)
                 state.setdefault("codes", []).append(torch.cat([g1.flatten(1), g2.flatten(1)], 1).double().cpu())
                 state.setdefault("labels", []).append(batch.labels.cpu())
 

@@ -59,7 +59,8 @@ def dropping_hooks(model: nn.Module, fraction: float, seed: int = 0) -> list[tup
 
 
 def numbers(model: nn.Module, state: dict[str, Any], rerun: Rerun) -> dict[str, Any]:
-    names = [n for n, m in model.named_modules() if any(m is b for b in backbone_norms(model))]
+    norms = {id(m) for m in backbone_norms(model)}
+    names = [n for n, m in model.named_modules() if id(m) in norms]
     layers = [{"layer": n, "sparsity": (state[f"{i}"][0] / state[f"{i}"][1]).item()} for i, n in enumerate(names)]
     curve = [{"dropped": f, "top1": rerun(dropping_hooks(model, f))} for f in DROP_FRACTIONS]
     return {"threshold": THRESHOLD, "layers": layers, "dropping": curve}
