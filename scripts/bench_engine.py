@@ -30,7 +30,7 @@ from seqctx.video.engine.demo import DEMO_CONFIG
 
 def overrides(root: Path, work_dir: Path, workers: int, epochs: int, val: bool) -> list[str]:
     return [
-        "model.name=tsm_r18", "model.num_classes=4", "model.num_segments=8", "model.width=16", "model.input_size=64",
+        "model.name=tsm_r18", "model.num_classes=4", "model.num_segments=8", "model.width=16",
         f"data.root={root / 'videos'}", f"data.train_annotation={root / 'train.json'}",
         f"data.val_annotation={root / 'validation.json' if val else ''}", f"data.labels={root / 'labels.json'}",
         "data.size=64", "data.scale_size=72", "data.batch_size=4", f"data.workers={workers}", "data.flip=false",

@@ -61,7 +61,8 @@ def decord_alone(paths: list[Path], sampler) -> int:
 
     for p in paths:
         vr = decord.VideoReader(str(p), num_threads=1)
-        vr.get_batch(sorted(set(sampler(len(vr), rng=0)))).asnumpy()
+        (indices,) = sampler(len(vr), rng=0)  # one training clip
+        vr.get_batch(sorted(set(indices))).asnumpy()
     return len(paths)
 
 
@@ -71,7 +72,7 @@ def naive_pyav(paths: list[Path], sampler, transform) -> int:
     for p in paths:
         with av.open(str(p)) as c:
             frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-        idx = sampler(len(frames), rng=0)
+        (idx,) = sampler(len(frames), rng=0)
         transform(torch.from_numpy(np.stack([frames[i] for i in idx])))
     return len(paths)
 

@@ -44,7 +44,7 @@ check("TSM-R50+CGC", build_model("tsm_r50", 174, num_segments=8, context="cgc").
 PY
 
 "$PY" -m seqctx data synth "$OUT/synth" --classes 4 --videos-per-class 16 --frames 16 --size 64
-SETS=(--set model.name=tsm_r18 --set model.num_classes=4 --set model.width=32 --set model.input_size=64
+SETS=(--set model.name=tsm_r18 --set model.num_classes=4 --set model.width=32
       --set data.root="$OUT/synth/videos" --set data.train_annotation="$OUT/synth/train.json"
       --set data.val_annotation="$OUT/synth/validation.json" --set data.labels="$OUT/synth/labels.json"
       --set data.size=64 --set data.scale_size=72 --set data.batch_size=8 --set data.workers=4

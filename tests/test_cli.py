@@ -48,7 +48,7 @@ def test_train_on_your_own_videos_as_the_readme_says(tmp_path, capsys, monkeypat
                  "--size", "32"]) == 0  # fmt: skip
     assert main(["data", "check", "data/my_videos/train.txt", "--root", "data/my_videos",
                  "--labels", "data/my_videos/classes.txt"]) == 0  # fmt: skip
-    small = ["model.num_classes=4", "model.width=8", "model.input_size=32", "model.num_segments=4",
+    small = ["model.num_classes=4", "model.width=8", "model.num_segments=4",
              "data.size=32", "data.scale_size=32", "data.batch_size=4", "data.workers=0", "train.epochs=1",
              "train.eval_every=1", "train.threads=1"]  # fmt: skip
     assert main(["train", "video_configs/my_videos_tsm_r18.yaml", *[x for s in small for x in ("--set", s)]]) == 0

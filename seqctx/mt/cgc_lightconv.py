@@ -56,9 +56,10 @@ class ContextGatedLightweightConv1dTBC(LightweightConv1dTBC):
         G   = sigmoid(D relu(LN(E c)))    # E: 3K -> d, d = 3K // 2 + 1; D: d -> K; no channel interacting
         W_b = softmax(W) * G_b        # (B, H, K), then DropConnect
 
-    The sentence's padding never enters ``c`` (:func:`masked_adaptive_pool`); set
-    :attr:`padding_mask` (``(B, T)``, True at padding) before calling, as
-    :class:`ContextGatedLightConvEncoderLayer` does. Encoder-only: no incremental state.
+    ``forward(x, padding_mask=mask)``: with the batch's padding mask (``(B, T)``, True at
+    padding) the padding never enters ``c`` (:func:`masked_adaptive_pool`), as
+    :class:`~seqctx.mt.models.ContextGatedLightConvEncoderLayer` passes it; without one every
+    step is context. Encoder-only: no incremental state.
     """
 
     def __init__(
@@ -80,7 +81,6 @@ class ContextGatedLightweightConv1dTBC(LightweightConv1dTBC):
         self.gate_decode = BiasFreeLinear(latent, kernel_size)
         nn.init.xavier_uniform_(self.context_encode.weight)  # Glorot init for NLP (sec. 3.1)
         nn.init.xavier_uniform_(self.gate_decode.weight)
-        self.padding_mask: Tensor | None = None
 
     def gate(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """``(T, B, C)`` -> the kernel gate ``(B, H, K)``."""
@@ -89,7 +89,11 @@ class ContextGatedLightweightConv1dTBC(LightweightConv1dTBC):
         ctx = masked_adaptive_pool(heads, padding_mask, self.context_size)  # (B, H, 3K)
         return torch.sigmoid(self.gate_decode(F.relu(self.context_norm(self.context_encode(ctx)))))
 
-    def forward(self, x: Tensor, incremental_state: dict | None = None, unfold: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, incremental_state: dict | None = None, unfold: bool = False, padding_mask: Tensor | None = None
+    ) -> Tensor:
+        """``(T, B, C)`` -> ``(T, B, C)``; ``padding_mask (B, T)`` keeps padding out of the context
+        (``unfold`` is fairseq's signature; one band-matrix path serves both)."""
         if incremental_state is not None:
             raise ValueError(
                 "ContextGatedLightweightConv1dTBC is an encoder layer: incremental decoding is not supported"
@@ -99,7 +103,7 @@ class ContextGatedLightweightConv1dTBC(LightweightConv1dTBC):
         weight = self.weight.view(h, k)
         if self.weight_softmax:
             weight = F.softmax(weight.float(), dim=1).type_as(weight)
-        weight = weight[None] * self.gate(x, self.padding_mask).type_as(weight)  # (B, H, K)
+        weight = weight[None] * self.gate(x, padding_mask).type_as(weight)  # (B, H, K)
         # band matrices, one per sentence and head, as LightweightConv1dTBC's expanded path
         weight = weight.reshape(b * h, 1, k).expand(b * h, t, k)
         band = weight.new_zeros(b * h, t, t + k - 1)

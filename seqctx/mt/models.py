@@ -1,13 +1,14 @@
 """``lightconv_cgc``: LightConv (Wu et al., ICLR 2019) whose encoder layers use the context-gated
 lightweight convolution (CGC paper, sec. 3.4); the decoder is fairseq's LightConv decoder,
 incremental decoding included. Importing this module registers the model and its architectures
-with fairseq (once per process) and lets fairseq checkpoints load with ``weights_only=True``.
+with fairseq (once per process); it changes nothing in torch (see :mod:`seqctx.mt.safe_load`).
 """
 
 from __future__ import annotations
 
 import argparse
 
+import torch.nn.functional as F
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.lightconv import (
     LightConvEncoderLayer,
@@ -18,14 +19,14 @@ from fairseq.models.lightconv import (
 from torch import Tensor, nn
 
 from .cgc_lightconv import ContextGatedLightweightConv1dTBC
-from .safe_load import allow_fairseq_checkpoints
-
-allow_fairseq_checkpoints()
 
 
 class ContextGatedLightConvEncoderLayer(LightConvEncoderLayer):
-    """fairseq's encoder layer with :class:`ContextGatedLightweightConv1dTBC` as its convolution;
-    it hands the padding mask to the convolution so that padding stays out of the context."""
+    """fairseq's encoder layer with :class:`ContextGatedLightweightConv1dTBC` as its convolution.
+
+    Its forward is fairseq's (the same sublayers, dropout and pre/post norms, in the same order)
+    with one difference: the convolution receives the padding mask as an argument, so that padding
+    stays out of its context."""
 
     def __init__(self, args, kernel_size: int = 0) -> None:
         super().__init__(args, kernel_size)
@@ -43,11 +44,28 @@ class ContextGatedLightConvEncoderLayer(LightConvEncoderLayer):
         )
 
     def forward(self, x: Tensor, encoder_padding_mask: Tensor | None = None) -> Tensor:
-        self.conv.padding_mask = encoder_padding_mask
-        try:
-            return super().forward(x, encoder_padding_mask)
-        finally:
-            self.conv.padding_mask = None
+        """``x (T, B, C)``, ``encoder_padding_mask (B, T)`` (True at padding) -> ``(T, B, C)``:
+        ``x + Drop(W2 conv(GLU(W1 LN(x))))``, then ``x + FFN(LN(x))`` (norms before or after, as
+        ``--encoder-normalize-before`` says)."""
+        residual = x
+        x = self._norm(self.layer_norm1, x, before=True)
+        x = self.linear1(self.input_dropout_module(x))
+        if self.act is not None:
+            x = self.act(x)  # GLU
+        if encoder_padding_mask is not None:
+            x = x.masked_fill(encoder_padding_mask.transpose(0, 1).unsqueeze(2), 0)
+        x = self.conv(x, padding_mask=encoder_padding_mask)
+        x = residual + self.dropout_module(self.linear2(x))
+        x = self._norm(self.layer_norm1, x, before=False)
+        residual = x
+        x = self._norm(self.layer_norm2, x, before=True)
+        x = self.fc2(self.relu_dropout_module(F.relu(self.fc1(x))))
+        x = residual + self.dropout_module(x)
+        return self._norm(self.layer_norm2, x, before=False)
+
+    def _norm(self, norm: nn.Module, x: Tensor, before: bool) -> Tensor:
+        """``norm(x)`` where this layer normalises (before or after its sublayers), else ``x``."""
+        return norm(x) if self.maybe_layer_norm(before=before, after=not before) else x
 
 
 @register_model("lightconv_cgc")

@@ -66,15 +66,22 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[st
 
 def check_options(cmd: list[str]) -> None:
     """Parse a fairseq-train or fairseq-generate command line with fairseq's own parser (the
-    model's and task's options included, ``--user-dir`` imported); an option it does not know
-    raises :class:`ConfigError` naming it and the closest valid ones."""
+    model's and task's options included); an option it does not know raises :class:`ConfigError`
+    naming it and the closest valid ones. The ``--user-dir`` plugin is registered by importing
+    :mod:`seqctx.mt.models`, not the plugin folder, so this process's torch stays as it was."""
     from fairseq import options
 
+    from . import models  # noqa: F401  registers lightconv_cgc
+
+    args = list(cmd[1:])
+    if "--user-dir" in args:  # seqctx's plugin folder: registered by the import above
+        at = args.index("--user-dir")
+        del args[at : at + 2]
     parser = options.get_training_parser() if cmd[0] == "fairseq-train" else options.get_generation_parser()
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            options.parse_args_and_arch(parser, input_args=cmd[1:])
+            options.parse_args_and_arch(parser, input_args=args)
     except SystemExit:
         message = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else "invalid arguments"
         known = [o for a in parser._actions for o in a.option_strings]
@@ -143,10 +150,10 @@ def format_command(cmd: list[str]) -> str:
 def checkpoint_updates(path: Path) -> int:
     """The number of updates a fairseq checkpoint was saved at (``optimizer_history[-1]``); the
     file is memory-mapped, not read whole."""
-    from .safe_load import allow_fairseq_checkpoints
+    from .safe_load import fairseq_checkpoints
 
-    allow_fairseq_checkpoints()
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    with fairseq_checkpoints():
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     try:
         return int(state["optimizer_history"][-1]["num_updates"])
     except (KeyError, IndexError, TypeError):
@@ -173,15 +180,15 @@ def last_checkpoints(save_dir: str | Path, n: int) -> list[tuple[Path, int]]:
 def average_checkpoints(paths: list[Path], out: str | Path) -> Path:
     """Average the model parameters of fairseq checkpoints (the last one's other fields are kept),
     loading each with ``weights_only=True``."""
-    from .safe_load import allow_fairseq_checkpoints
+    from .safe_load import fairseq_checkpoints
 
     if not paths:
         raise ValueError("no checkpoints to average")
-    allow_fairseq_checkpoints()
     total: dict[str, torch.Tensor] = {}
     state: dict[str, Any] = {}
     for path in paths:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with fairseq_checkpoints():
+            state = torch.load(path, map_location="cpu", weights_only=True)
         for k, v in state["model"].items():
             total[k] = total.get(k, 0) + v.double() if v.is_floating_point() else v
     state["model"] = {

@@ -81,6 +81,37 @@ def test_padding_never_changes_a_sentence(tiny_args):
     assert re["encoder_out"][0].shape[1] == 3
 
 
+@pytest.mark.parametrize(("normalize_before", "glu"), [(False, False), (True, True)])
+def test_encoder_layer_is_fairseqs_with_the_mask_passed_to_the_convolution(tiny_args, normalize_before, glu):
+    """With the gate fixed at 1 our layer's forward is fairseq's LightConvEncoderLayer's; the mask
+    reaches the convolution as an argument (no attribute is set on it)."""
+    from fairseq.models.lightconv import LightConvEncoderLayer
+
+    from seqctx.mt.models import ContextGatedLightConvEncoderLayer
+
+    tiny_args.encoder_normalize_before, tiny_args.encoder_glu = normalize_before, glu
+    torch.manual_seed(0)
+    layer = ContextGatedLightConvEncoderLayer(tiny_args, kernel_size=3).eval()
+    x = torch.randn(9, 2, 16)  # (T, B, C)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[0, :4] = True
+    seen = []
+    layer.conv.gate = lambda x, padding_mask=None: seen.append(padding_mask) or torch.ones(x.shape[1], 4, 3)
+    ours = layer(x, mask)
+    assert seen[0] is mask
+    torch.testing.assert_close(ours, LightConvEncoderLayer.forward(layer, x, mask), rtol=0, atol=0)
+    assert not hasattr(layer.conv, "padding_mask")
+
+
+def test_the_convolution_takes_the_padding_mask_as_an_argument():
+    conv = ContextGatedLightweightConv1dTBC(8, 3, padding_l=1, num_heads=2).eval()
+    x = torch.randn(6, 1, 8)
+    padded = torch.cat([x, torch.randn(4, 1, 8)])  # right padding with other values
+    mask = torch.tensor([[False] * 6 + [True] * 4])
+    torch.testing.assert_close(conv(padded, padding_mask=mask)[:5], conv(x)[:5], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(conv(padded)[:5], conv(x)[:5])  # without the mask the padding is context
+
+
 def test_decoder_is_lightconvs_and_incremental_decoding_works(tiny_args):
     d = make_dictionary(40)
     model = LightConvCGCModel.build_model(tiny_args, DummyTask(d, d)).eval()

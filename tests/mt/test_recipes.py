@@ -87,3 +87,32 @@ def test_the_architectures_keep_the_users_conv_types():
     assert mine.decoder_conv_type == "dynamic"  # was overwritten with lightweight
     base = parsed("lightconv_cgc")
     assert (base.encoder_conv_type, base.decoder_conv_type) == ("lightweight", "dynamic")
+
+
+def test_fairseq_checkpoint_types_are_allowed_in_a_scope_only(tmp_path):
+    """Importing the model and checking a recipe leave torch's allow-list as it was; fairseq's
+    checkpoint types load inside ``fairseq_checkpoints()`` and nowhere else."""
+    import subprocess
+    import sys
+
+    script = f"""
+import argparse, torch
+before = list(torch.serialization.get_safe_globals())
+import seqctx.mt.models
+from seqctx.mt.recipes import check_options, load_recipe, train_command
+from seqctx.mt.safe_load import fairseq_checkpoints
+check_options(train_command(load_recipe({str(RECIPE)!r})))
+assert torch.serialization.get_safe_globals() == before, torch.serialization.get_safe_globals()
+path = {str(tmp_path / "ns.pt")!r}
+torch.save({{"args": argparse.Namespace(lr=0.1)}}, path)
+with fairseq_checkpoints():
+    assert torch.load(path, weights_only=True)["args"].lr == 0.1
+assert torch.serialization.get_safe_globals() == before
+try:
+    torch.load(path, weights_only=True)
+except Exception as e:
+    assert "Namespace" in str(e), e
+else:
+    raise AssertionError("loaded a Namespace outside the scope")
+"""
+    subprocess.run([sys.executable, "-c", script], check=True)

@@ -42,8 +42,7 @@ Rerun = Callable[[list[tuple[nn.Module, Hook]]], float]  # top-1 (%) of another 
 def analysis_loader(cfg: Config, max_videos: int | None) -> DataLoader:
     """The evaluation set (``data.val_annotation``; the first ``max_videos`` videos), one view per
     video, this process's share of it."""
-    cfg.data.test_clips, cfg.data.test_crops = 1, 1
-    dataset = make_dataset(cfg, train=False)
+    dataset = make_dataset(cfg, train=False, clips=1, crops=1)
     if max_videos is not None and max_videos < len(dataset):
         dataset = Subset(dataset, range(max_videos))  # type: ignore[assignment]
     rank, world = rank_and_world()
@@ -65,7 +64,7 @@ def data_pass(
             if len(clips) == 0:
                 continue
             batch.labels, batch.videos = torch.as_tensor(labels).to(device), len(clips)
-            logits = model(normalize_clips(clips.to(device)))
+            logits = model(normalize_clips(clips.flatten(0, 1).to(device)))  # one view per video
             if on_logits is not None:
                 on_logits(logits, batch.labels)
     finally:

@@ -1,12 +1,14 @@
 """Video data: sampling, decoding, datasets, transforms, the synthetic set and ``data check``.
 
-The path: annotation -> dataset -> sampler (indices) -> ``read_frames`` -> transforms ->
-``(3, T, H, W)`` clip -> DataLoader -> model.
+The path: annotation -> dataset -> sampler (clips of frame indices) -> ``read_frames`` ->
+transforms -> uint8 views ``(V, 3, T, H, W)`` -> DataLoader ``(B, V, 3, T, H, W)`` ->
+:func:`normalize_clips` on the device -> model.
 """
 
 from .datasets import (
     DATASET_TYPES,
     ON_ERROR,
+    DatasetFormat,
     KineticsDataset,
     SomethingSomethingV1,
     SomethingSomethingV2,
@@ -17,14 +19,17 @@ from .datasets import (
     collate_clips,
     detect_format,
 )
-from .decode import BACKENDS, VideoError, open_video, read_frames
-from .sampling import build_sampler, sample_dense, sample_segments
+from .decode import BACKENDS, Backend, VideoError, open_video, read_frames
+from .sampling import Clips, build_sampler, sample_dense, sample_segments
 from .synthetic import SynthConfig, generate_synthetic
 from .transforms import build_transform, normalize_clips
 
 __all__ = [
     "BACKENDS",
+    "Backend",
+    "Clips",
     "DATASET_TYPES",
+    "DatasetFormat",
     "ON_ERROR",
     "KineticsDataset",
     "SomethingSomethingV1",

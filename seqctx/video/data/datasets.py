@@ -1,8 +1,8 @@
 """Video classification datasets: Kinetics, Something-Something v1/v2 and generic list files.
 
-Each item is ``(clip, label, meta)``: the transformed clip (``(3, T, H, W)``, or
-``(V, 3, T, H, W)`` for multi-clip/multi-crop testing), the class index (-1 when unlabelled) and
-a dict with the video's ``id``, ``path`` and ``index``. The path of the data:
+Each item is ``(views, label, meta)``: the transformed views ``(V, 3, T, H, W)`` (``V = 1`` in
+training; clips x crops in multi-view testing), the class index (-1 when unlabelled) and a dict
+with the video's ``id``, ``path`` and ``index``. The path of the data:
 annotation -> record -> sampler (indices) -> ``read_frames`` -> transform; :func:`collate_clips`
 batches items for the DataLoader.
 """
@@ -16,6 +16,7 @@ import multiprocessing as mp
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,11 +25,11 @@ from torch.utils.data import Dataset, default_collate
 from seqctx.errors import DataError
 
 from .decode import VideoError, open_video
-from .sampling import build_sampler
+from .sampling import Clips, build_sampler
 
 log = logging.getLogger(__name__)
 
-Sampler = Callable[..., list[int] | list[list[int]]]  # sampler(num_frames, rng=generator)
+Sampler = Callable[..., Clips]  # sampler(num_frames, rng=generator) -> clips of frame indices
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 ON_ERROR = ("replace", "drop", "raise")
 LOAD_ERRORS = (VideoError, OSError, RuntimeError, ValueError)
@@ -49,10 +50,12 @@ class VideoDataset(Dataset):
 
     Args:
         records: the annotated videos.
-        sampler: ``sampler(num_frames, rng=generator) -> indices`` (a list, or a list of lists for
-            several clips), e.g. ``build_sampler("segments", train=True, num_segments=8)``;
+        sampler: ``sampler(num_frames, rng=generator) -> clips`` (a list of clips, each a list of
+            frame indices), e.g. ``build_sampler("segments", train=True, num_segments=8)``;
             default: the 8 segment centres.
-        transform: applied to each clip's uint8 ``(T, H, W, 3)`` frames.
+        transform: maps each clip's uint8 ``(T, H, W, 3)`` frames to views ``(V_c, 3, T, H, W)``
+            (:func:`build_transform`); without one an item holds the raw frames
+            ``(clips, T, H, W, 3)``.
         on_error: what an unreadable video gives. ``"replace"`` (training) logs it once (path
             and reason), counts it in :attr:`failures` and returns another sample chosen
             deterministically; ``"drop"`` (evaluation: no video may stand in for another) counts
@@ -124,20 +127,17 @@ class VideoDataset(Dataset):
         path = self.resolve(record)
         source = open_video(path, self.backend)  # opened here, in the worker
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        indices = self.sampler(source.num_frames, rng=rng)
-        clips = indices if indices and isinstance(indices[0], list) else [indices]
-        flat = [i for clip in clips for i in clip]
-        frames = source.read(flat)  # one decode for all clips: (sum T, H, W, 3)
+        clips = self.sampler(source.num_frames, rng=rng)
+        frames = source.read([i for clip in clips for i in clip])  # one decode for all clips: (sum T, H, W, 3)
         views = []
         with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from torch's RNG
             torch.manual_seed(int(rng.integers(2**62)))
-            for k, clip in enumerate(clips):
-                x = frames[k * len(clip) : (k + 1) * len(clip)]
-                views.append(self.transform(x) if self.transform is not None else x)
-        if len(views) == 1:
-            out = views[0]
-        else:  # several clips (and crops): (V, 3, T, H, W)
-            out = torch.cat([v if v.dim() == 5 else v.unsqueeze(0) for v in views])
+            start = 0
+            for clip in clips:
+                x = frames[start : start + len(clip)]  # (T, H, W, 3)
+                start += len(clip)
+                views.append(self.transform(x) if self.transform is not None else x.unsqueeze(0))
+        out = torch.cat(views)  # (V, 3, T, H, W): clips x crops
         meta = {"id": record.id, "path": str(path), "index": index}
         return out, record.label, meta
 
@@ -188,7 +188,7 @@ class VideoDataset(Dataset):
 def collate_clips(
     batch: Sequence[tuple[torch.Tensor | None, int, dict[str, object]]],
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, object]]:
-    """Batch ``(clip, label, meta)`` items: ``clips (B, ...)``, ``labels (B,)`` and ``meta`` (lists
+    """Batch ``(views, label, meta)`` items: ``clips (B, V, 3, T, H, W)``, ``labels (B,)`` and ``meta`` (lists
     of ``id``, ``path``, ``index``) of the readable items, plus ``meta["failed"]``: the
     ``(id, reason)`` of the items left out (``on_error="drop"``). ``B`` may be 0."""
     ok = [item for item in batch if item[0] is not None]
@@ -311,6 +311,7 @@ class VideoListDataset(VideoDataset):
         super().__init__(records, classes=classes, **kwargs)
 
 
+DatasetFormat = Literal["kinetics", "ssv2", "ssv1", "list"]
 DATASET_TYPES: dict[str, type[VideoDataset]] = {
     "kinetics": KineticsDataset,
     "ssv2": SomethingSomethingV2,

@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 import torch
 
 from seqctx.errors import UserError
 
-BACKENDS = ("decord", "pyav", "torchcodec", "frames")
+Backend = Literal["decord", "pyav", "torchcodec", "frames"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 class VideoError(UserError, RuntimeError):

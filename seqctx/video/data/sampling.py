@@ -1,6 +1,8 @@
 """Frame sampling: pure functions of ``(num_frames, rng)`` returning 0-based frame indices.
 
-Short videos never raise: indices past the end loop back (dense clips) or repeat (segments).
+A sampler built by :func:`build_sampler` always returns :data:`Clips`, a list of clips, each a
+list of frame indices (one clip in training; several for multi-clip testing). Short videos
+never raise: indices past the end loop back (dense clips) or repeat (segments).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from functools import partial
 import numpy as np
 
 RngLike = np.random.Generator | int | None
+Clips = list[list[int]]  # clips x frame indices
 
 
 def _rng(rng: RngLike) -> np.random.Generator:
@@ -56,7 +59,7 @@ def sample_dense(
     train: bool,
     num_clips: int = 1,
     rng: RngLike = None,
-) -> list[int] | list[list[int]]:
+) -> Clips:
     """Dense clips for 3D models: ``clip_len`` frames ``frame_interval`` apart.
 
     Training starts each clip at a random position; testing places ``num_clips`` clips at the
@@ -64,7 +67,7 @@ def sample_dense(
     mmaction protocols). Clips longer than the video loop back to its start. TSM's dense sampling
     for Kinetics is ``sample_dense(n, num_segments, 64 // num_segments, ...)``.
 
-    Returns a list of indices, or a list of lists when ``num_clips > 1``.
+    Returns ``num_clips`` lists of ``clip_len`` indices.
     """
     _check(num_frames, clip_len, "clip_len")
     if frame_interval < 1 or num_clips < 1:
@@ -77,8 +80,7 @@ def sample_dense(
     else:
         interval = (max_start + 1) / num_clips
         starts = [int(interval * i + interval / 2) for i in range(num_clips)]
-    clips = [[(s + k * frame_interval) % num_frames for k in range(clip_len)] for s in starts]
-    return clips[0] if num_clips == 1 else clips
+    return [[(s + k * frame_interval) % num_frames for k in range(clip_len)] for s in starts]
 
 
 def build_sampler(
@@ -88,8 +90,8 @@ def build_sampler(
     num_segments: int = 8,
     frame_interval: int = 1,
     num_clips: int = 1,
-) -> Callable[..., list[int] | list[list[int]]]:
-    """A ``sampler(num_frames, rng=...)`` for the datasets.
+) -> Callable[..., Clips]:
+    """A ``sampler(num_frames, rng=...) -> Clips`` for the datasets.
 
     ``kind="segments"``: TSN segments; testing with ``num_clips=2`` is TSM's twice-sampling (the
     centres and the starts of the segments as two clips). ``kind="dense"``: ``num_segments``
@@ -100,9 +102,9 @@ def build_sampler(
         if num_clips not in (1, 2):
             raise ValueError(f"segment sampling tests with 1 or 2 clips (twice), got num_clips={num_clips}")
 
-        def segments(num_frames: int, rng: RngLike = None) -> list[int] | list[list[int]]:
+        def segments(num_frames: int, rng: RngLike = None) -> Clips:
             idx = sample_segments(num_frames, num_segments, train=train, rng=rng, twice=num_clips == 2 and not train)
-            return [idx[:num_segments], idx[num_segments:]] if len(idx) > num_segments else idx
+            return [idx[i : i + num_segments] for i in range(0, len(idx), num_segments)]
 
         return segments
     if kind == "dense":

@@ -1,7 +1,7 @@
 """Clip transforms: one random draw per clip, the same crop for every frame.
 
 Input: uint8 ``(T, H, W, C)`` (as decoded) or ``(T, C, H, W)``. Output of the built pipelines:
-uint8 ``(3, T, H, W)``, or ``(V, 3, T, H, W)`` for multi-crop testing; :func:`normalize_clips`
+uint8 views ``(V, 3, T, H, W)``, ``V = 1`` but for multi-crop testing; :func:`normalize_clips`
 turns a batch into float ImageNet statistics on the device the model runs on (a float clip is
 4x the bytes to move between DataLoader workers and the main process, and converting it there
 cost more than decoding a dense clip). Geometric steps use ``torchvision.transforms.v2`` on the
@@ -93,9 +93,11 @@ class TenCrop:
         return torch.stack(TF.ten_crop(clip, [self.size, self.size]))
 
 
-def to_clip(clip: Tensor) -> Tensor:
-    """uint8 ``(..., T, C, H, W)`` -> uint8 ``(..., C, T, H, W)``, contiguous: the pipelines' output."""
-    return clip.transpose(-4, -3).contiguous()
+def to_views(clip: Tensor) -> Tensor:
+    """uint8 crops ``(V, T, C, H, W)``, or one crop ``(T, C, H, W)``, -> uint8 views
+    ``(V, C, T, H, W)``, contiguous: the pipelines' output."""
+    views = clip if clip.dim() == 5 else clip.unsqueeze(0)
+    return views.transpose(1, 2).contiguous()
 
 
 def normalize_clips(
@@ -123,12 +125,12 @@ def build_transform(
     Train: ``crop`` = ``"multiscale"`` (TSN/TSM's corner crops at scales of the short side,
     resized to ``size``) or ``"random_resized"`` (Inception-style), a horizontal
     flip if ``flip`` (keep it off for Something-Something, where left and right are labels),
-    -> uint8 ``(3, T, size, size)``.
+    -> uint8 ``(1, 3, T, size, size)``.
 
     Test: resize the short side to ``scale_size`` (default ``size * 256 // 224``), then a
     centre crop of ``size``
     (``test_crops=1``), three crops along the long side covering it at ``scale_size``
-    (``3``), or ten crops (``10``) -> ``(V, 3, T, size, size)`` when ``test_crops > 1``.
+    (``3``), or ten crops (``10``) -> uint8 ``(test_crops, 3, T, size, size)``.
     """
     scale_size = scale_size or size * 256 // 224
     steps: list[Callable[[Tensor], Tensor]] = [to_tchw]
@@ -153,5 +155,5 @@ def build_transform(
             steps.append(TenCrop(size))
         else:
             raise ValueError(f"test_crops must be 1, 3 or 10, got {test_crops}")
-    steps.append(to_clip)
+    steps.append(to_views)
     return v2.Compose(steps)

@@ -50,10 +50,12 @@ class EpochSampler(Sampler[int]):
 
 
 def make_model(cfg: Config) -> nn.Module:
+    """The model of ``cfg.model``, built for frames of ``data.size`` (GE-theta's global gather
+    covers that map)."""
     m = cfg.model
     return build_model(
         m.name, m.num_classes, num_segments=m.num_segments, context=m.context, dropout=m.dropout,
-        pretrained=m.pretrained, width=m.width, input_size=m.input_size, stride_in_1x1=m.stride_in_1x1,
+        pretrained=m.pretrained, width=m.width, input_size=cfg.data.size, stride_in_1x1=m.stride_in_1x1,
         context_kwargs=m.context_kwargs,
     )  # fmt: skip
 

@@ -1,7 +1,7 @@
 """Experiment configs: YAML files (``_base_`` inheritance or flat), validated into dataclasses.
 
-Unknown keys, wrong types and values outside a key's choices or range fail with the key's dotted
-name (:class:`~seqctx.errors.ConfigError`) when the config is loaded, before any work starts;
+Unknown keys, wrong types and values outside a key's choices (``Literal`` fields) or range fail
+with the key's dotted name (:class:`~seqctx.errors.ConfigError`) when the config is loaded, before any work starts;
 ``--set a.b=value`` overrides (values parsed as YAML; ``--set a.b=`` sets an optional key to
 none). Keys match the constructor arguments they feed (``build_model``, ``build_transform``, ...).
 """
@@ -13,13 +13,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
 from seqctx.errors import ConfigError
 from seqctx.overrides import apply_overrides
-from seqctx.video.data import BACKENDS, DATASET_TYPES
+from seqctx.video.data import Backend, DatasetFormat
+
+NoDecay = Literal["declared", "norm_bias"]  # optim.no_decay, see optim.param_groups
+NO_DECAY_RULES: tuple[str, ...] = get_args(NoDecay)
 
 
 @dataclass
@@ -31,43 +34,42 @@ class ModelConfig:
     dropout: float = 0.5
     pretrained: str | None = None
     width: int = 64
-    input_size: int = 224
     stride_in_1x1: bool = False
     context_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {reduction: 8} for se
 
 
 @dataclass
 class DataConfig:
-    format: str = "ssv2"  # kinetics | ssv2 | ssv1 | list
+    format: DatasetFormat = "ssv2"
     root: str = ""
     train_annotation: str = ""
     val_annotation: str | None = None
     labels: str | None = None
-    backend: str = "decord"
-    sampler: str = "segments"  # segments | dense
+    backend: Backend = "decord"
+    sampler: Literal["segments", "dense"] = "segments"
     frame_interval: int = 1
     size: int = 224
     scale_size: int | None = None
-    crop: str = "multiscale"
+    crop: Literal["multiscale", "random_resized"] = "multiscale"
     flip: bool = True
     test_clips: int = 1
-    test_crops: int = 1
+    test_crops: Literal[1, 3, 10] = 1
     batch_size: int = 8
     workers: int = 2
     prefetch_factor: int = 2  # batches each loader worker prepares ahead
-    on_error: str = "replace"  # training only: evaluation never replaces a video
+    on_error: Literal["replace", "raise"] = "replace"  # training only: evaluation never replaces a video
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adamw
+    name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     nesterov: bool = False
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 5e-4
-    no_decay: str = "norm_bias"  # declared (only no_weight_decay(): GCT paper) | norm_bias (TSM/TSN code)
-    schedule: str = "multistep"  # step | multistep | cosine
+    no_decay: NoDecay = "norm_bias"  # declared: only no_weight_decay() (GCT paper); norm_bias: TSM/TSN code
+    schedule: Literal["step", "multistep", "cosine"] = "multistep"
     milestones: list[int] = field(default_factory=lambda: [26, 36])
     step_size: int = 30
     gamma: float = 0.1
@@ -81,10 +83,10 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 45
     seed: int = 0
-    amp: str | None = None  # None | bf16 | fp16 (fp16 on CUDA only)
+    amp: Literal["bf16", "fp16"] | None = None  # fp16 on CUDA only
     channels_last: bool = False
     accumulate: int = 1
-    freeze_bn: str = "none"  # none | partial (TSN: all but the first BN) | all
+    freeze_bn: Literal["none", "partial", "all"] = "none"  # partial: TSN, all but the first BN
     sync_bn: bool = False
     eval_every: int = 1
     checkpoint_every: int = 0  # iterations between mid-epoch checkpoints (0: at epoch ends only)
@@ -106,24 +108,11 @@ class Config:
         return dataclasses.asdict(self)
 
 
-NO_DECAY_RULES = ("declared", "norm_bias")  # optim.no_decay, see optim.param_groups
-
-# Keys whose value must be one of a few choices, and keys with a lower bound.
-CHOICES: dict[str, tuple[object, ...]] = {
-    "data.format": tuple(DATASET_TYPES),
-    "data.backend": BACKENDS,
-    "data.sampler": ("segments", "dense"),
-    "data.crop": ("multiscale", "random_resized"),
-    "data.test_crops": (1, 3, 10),
-    "data.on_error": ("replace", "raise"),  # for training; evaluation leaves unreadable videos out
-    "optim.name": ("sgd", "adamw"),
-    "optim.no_decay": NO_DECAY_RULES,
-    "optim.schedule": ("step", "multistep", "cosine"),
-    "train.amp": (None, "bf16", "fp16"),
-    "train.freeze_bn": ("none", "partial", "all"),
-}
+# Keys that were merged into others: what to set instead.
+MOVED = {"model.input_size": "data.size is the one knob (the model is built for the frames' side it is trained at)"}
+# Keys with a lower bound.
 MINIMUM: dict[str, float] = {
-    "model.num_classes": 1, "model.num_segments": 1, "model.width": 1, "model.input_size": 1,
+    "model.num_classes": 1, "model.num_segments": 1, "model.width": 1,
     "data.frame_interval": 1, "data.size": 1, "data.scale_size": 1, "data.test_clips": 1, "data.batch_size": 1,
     "data.workers": 0, "data.prefetch_factor": 1,
     "optim.lr": 0, "optim.weight_decay": 0, "optim.step_size": 1, "optim.warmup_epochs": 0,
@@ -134,6 +123,11 @@ MINIMUM: dict[str, float] = {
 
 def _check_type(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = get_args(hint)
+        if not any(value == c and type(value) is type(c) for c in choices):
+            raise ConfigError(f"config key {key!r} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if (value is None or value == "") and type(None) in options:  # `--set key=` means none
@@ -178,7 +172,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; valid keys here: {', '.join(sorted(names))}")
+        key = prefix + unknown[0]
+        if key in MOVED:
+            raise ConfigError(f"config key {key!r} is gone: {MOVED[key]}")
+        raise ConfigError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(names))}")
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
@@ -222,14 +219,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def _validate(cfg: Config) -> Config:
-    """Choices, lower bounds, and the model's name and context, each named by its dotted key."""
+    """Lower bounds, and the model's name and context, each named by its dotted key."""
     from seqctx.video.models import MODELS
 
-    for key, choices in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value not in choices:
-            raise ConfigError(f"config key {key!r} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     for key, low in MINIMUM.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)

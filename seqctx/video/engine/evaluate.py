@@ -78,7 +78,7 @@ def evaluate(
     progress: bool = True,
     channels_last: bool = False,
 ) -> EvalResult:
-    """Runs every view of every video (clips ``(N, 3, T, H, W)`` or ``(N, V, 3, T, H, W)``) and
+    """Runs every view of every video (clips ``(N, V, 3, T, H, W)``) and
     averages the softmax scores of a video's views; videos the loader could not read
     (``meta["failed"]``, see :func:`~seqctx.video.data.collate_clips`) are listed, not scored.
     ``channels_last``: clips in ``channels_last_3d`` memory, as training feeds them."""
@@ -88,14 +88,13 @@ def evaluate(
         unreadable += meta.get("failed", [])
         if len(clips) == 0:
             continue
-        clips = normalize_clips(clips.to(device, non_blocking=True))  # uint8 -> float, on the device
-        views = clips.shape[1] if clips.dim() == 6 else 1
-        flat = clips.flatten(0, 1) if clips.dim() == 6 else clips
+        videos, views = clips.shape[:2]
+        flat = normalize_clips(clips.flatten(0, 1).to(device, non_blocking=True))  # uint8 -> float, on the device
         if channels_last:
             flat = flat.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(flat).float()
-        scores = logits.softmax(-1).view(clips.shape[0], views, -1).mean(1)
+        scores = logits.softmax(-1).view(videos, views, -1).mean(1)
         all_scores.append(scores.cpu())
         all_labels.append(torch.as_tensor(labels))
         ids += list(meta["id"])
@@ -192,14 +191,18 @@ def model_conflicts(saved: ModelConfig, requested: ModelConfig, keys: Sequence[s
 
 
 def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
-    """The validated config a seqctx training checkpoint was trained with."""
+    """The validated config a seqctx training checkpoint was trained with. A ``model.input_size``
+    saved before ``data.size`` became the one knob is dropped: the model is built for
+    ``data.size``, which held the same value."""
     if "config" not in ckpt or "model" not in ckpt:
         kind = "a fairseq checkpoint" if {"cfg", "optimizer_history"} & set(ckpt) else "not a training checkpoint"
         raise CheckpointError(
             f"{path} is not a seqctx checkpoint ({kind}: it has no 'config' and 'model' entries; it has "
             f"{', '.join(map(str, list(ckpt)[:8]))}); use the latest.pt/best.pt that `seqctx train` writes"
         )
-    return config_from_dict(ckpt["config"])
+    config = dict(ckpt["config"])
+    config["model"] = {k: v for k, v in config.get("model", {}).items() if k != "input_size"}
+    return config_from_dict(config)
 
 
 def load_trained_model(
@@ -225,9 +228,9 @@ def load_trained_model(
             f"{checkpoint} holds another model than the one asked for: {'; '.join(conflicts)}. The checkpoint "
             "decides the model: drop these model keys (or the config: `--checkpoint` alone uses the run's own)"
         )
+    saved.model.pretrained = None
     cfg.model = saved.model
-    cfg.model.pretrained = None
-    model = make_model(cfg)
+    model = make_model(saved)  # built for the frame size it was trained at
     load_model_state(model, ckpt["model"], checkpoint)
     return cfg, model.eval(), list(ckpt.get("classes", []))
 
@@ -304,9 +307,10 @@ def predict_videos(
     for path in videos:
         try:
             source = open_video(path, d.backend if d.backend != "frames" else "decord")
-            clip = normalize_clips(transform(source.read(sampler(source.num_frames))))
+            (indices,) = sampler(source.num_frames)  # one clip
+            views = normalize_clips(transform(source.read(indices)))  # (1, 3, T, H, W): one crop
         except (VideoError, OSError, RuntimeError, ValueError) as e:
             yield Prediction(str(path), error=str(e))
             continue
-        scores = model(clip.unsqueeze(0)).softmax(-1)[0]
+        scores = model(views).softmax(-1)[0]
         yield Prediction(str(path), top_predictions(scores, classes, k))

@@ -54,6 +54,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def process_state_restorer() -> Callable[[], None]:
+    """Capture the process-wide state a run changes (torch's thread count, the Python, NumPy and
+    torch CPU RNG states) and return the function that puts it back."""
+    threads, py, np_state = torch.get_num_threads(), random.getstate(), np.random.get_state()
+    cpu = torch.get_rng_state()
+
+    def restore() -> None:
+        torch.set_num_threads(threads)
+        random.setstate(py)
+        np.random.set_state(np_state)
+        torch.set_rng_state(cpu)
+
+    return restore
+
+
 def backbone_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The model's BatchNorms outside the context operators (``OPERATOR_TYPES``): the backbone's
     normalisers, the ones ImageNet weights fill, in network order."""
@@ -119,7 +134,9 @@ class Trainer:
     ``config.yaml`` (resolved), ``metrics.jsonl``, ``latest.pt``, ``best.pt`` and the plots.
 
     Use it as a context manager, ``with Trainer(cfg) as trainer: trainer.fit()``: leaving the block
-    closes the TensorBoard writer and the torchrun process group it may have started.
+    closes the TensorBoard writer and the torchrun process group it may have started, and puts
+    back the thread count (``train.threads``) and the global RNG states (seeded with
+    ``train.seed + rank``) as they were before the trainer was made.
 
     A work folder that holds a run is never written over silently: ``resume=True`` continues it
     from ``latest.pt`` (with the same model: another model is a :class:`CheckpointError`),
@@ -133,6 +150,7 @@ class Trainer:
         on_iteration: Callable[[int, int], None] | None = None,
     ) -> None:  # fmt: skip
         self.cfg, self.progress, self.on_iteration = cfg, progress, on_iteration
+        self._restore_process_state = process_state_restorer()
         t = cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
@@ -278,8 +296,9 @@ class Trainer:
         total = torch.zeros(2, device=self.device)
         tick, seen = time.perf_counter(), 0
         for clips, labels, _ in bar:
-            clips = normalize_clips(clips.to(self.device, non_blocking=True))  # uint8 -> float, on the device
-            labels = torch.as_tensor(labels).to(self.device, non_blocking=True)
+            views = clips.shape[1]  # (B, V, 3, T, H, W); V = 1 in training: one clip, one crop
+            clips = normalize_clips(clips.flatten(0, 1).to(self.device, non_blocking=True))  # uint8 -> float
+            labels = torch.as_tensor(labels).repeat_interleave(views).to(self.device, non_blocking=True)
             if t.channels_last:
                 clips = clips.contiguous(memory_format=torch.channels_last_3d)
             self.iteration += 1
@@ -372,10 +391,12 @@ class Trainer:
         return metrics
 
     def close(self) -> None:
-        """Close the TensorBoard writer and end the process group (torchrun)."""
+        """Close the TensorBoard writer, end the process group (torchrun) and restore the thread
+        count and RNG states."""
         if self.tensorboard is not None:
             self.tensorboard.close()
         cleanup()
+        self._restore_process_state()
 
     def __enter__(self) -> Trainer:
         return self

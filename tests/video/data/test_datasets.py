@@ -35,7 +35,7 @@ def test_kinetics_csv_layouts_labels_and_missing_videos(caplog):
     assert ds.classes == ["flipping pancake", "using segway"]  # sorted label names
     assert [r.label for r in ds.records] == [1, 1, 1, 0]
     clip, label, meta = ds[0]  # found under val/using segway/
-    assert clip.shape == (4, 256, 340, 3) and clip.dtype == torch.uint8 and label == 1
+    assert clip.shape == (1, 4, 256, 340, 3) and clip.dtype == torch.uint8 and label == 1
     assert meta["id"] == "R6llTwEh07w_000000_000010"
     clip, _, meta = ds[1]  # found flat in the root
     assert meta["path"].endswith("SOX5yA1l24A_000299_000309.mp4")
@@ -55,7 +55,7 @@ def test_ssv2_templates_labels_and_test_split():
     assert [r.label for r in ds.records] == [5, 41, 5]
     assert ds.classes[41] == "Moving something away from the camera"
     clip, label, meta = ds[1]
-    assert clip.shape == (4, 240, 427, 3) and label == 41 and meta["id"] == "100041"
+    assert clip.shape == (1, 4, 240, 427, 3) and label == 41 and meta["id"] == "100041"
     test = SomethingSomethingV2(SSV2 / "test.json", SSV2 / "labels.json", SSV2 / "videos")
     assert [r.label for r in test.records] == [-1, -1]
 
@@ -73,7 +73,7 @@ def test_ssv1_frame_folders(tmp_path):
     ds = SomethingSomethingV1(tmp_path / "val.csv", DATA / "sthv1" / "labels.csv", tmp_path, sampler=segments(n=8))
     assert [r.label for r in ds.records] == [11, 30]
     clip, label, _ = ds[0]
-    assert clip.shape == (8, 240, 427, 3) and label == 11
+    assert clip.shape == (1, 8, 240, 427, 3) and label == 11
     assert detect_format(tmp_path / "val.csv") == "ssv1"
 
 
@@ -94,7 +94,7 @@ def test_train_pipeline_shapes_and_multi_view_testing():
         SSV2 / "validation.json", SSV2 / "labels.json", SSV2 / "videos", sampler=segments(True, 8), transform=train
     )
     clip, _, _ = ds[0]
-    assert clip.shape == (3, 8, 112, 112) and clip.dtype == torch.uint8 and clip.is_contiguous()
+    assert clip.shape == (1, 3, 8, 112, 112) and clip.dtype == torch.uint8 and clip.is_contiguous()
     test = build_transform(False, size=112, scale_size=112, test_crops=3)
     ds = SomethingSomethingV2(
         SSV2 / "validation.json", SSV2 / "labels.json", SSV2 / "videos", sampler=segments(False, 8, 2), transform=test
@@ -118,7 +118,7 @@ def test_bad_videos_never_kill_an_epoch_with_workers(tmp_path):
     )
     loader = DataLoader(ds, batch_size=5, num_workers=2)
     clips, labels, meta = next(iter(loader))
-    assert clips.shape == (5, 3, 8, 64, 64)
+    assert clips.shape == (5, 1, 3, 8, 64, 64)
     assert ds.failures >= 3  # counted across worker processes
     strict = VideoListDataset(tmp_path / "list.txt", tmp_path, on_error="raise")
     with pytest.raises(VideoError, match="empty.webm: the file is empty"):
@@ -142,14 +142,13 @@ def test_build_dataset_detects_formats_and_needs_labels():
 @pytest.mark.parametrize("views", [None, 3])
 def test_normalize_clips_is_the_imagenet_formula(views):
     from seqctx.video.data import normalize_clips
-    from seqctx.video.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_clip, to_tchw
+    from seqctx.video.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tchw, to_views
 
     torch.manual_seed(0)
     frames = torch.randint(0, 256, (8, 20, 24, 3), dtype=torch.uint8)  # decoded (T, H, W, C)
     clip = to_tchw(frames)  # a channels-last view, as the pipeline sees it
-    if views:
-        clip = torch.stack([clip] * views)
-    batch = to_clip(clip).unsqueeze(0)  # what the loader gives: uint8 (N, [V,] C, T, H, W)
+    clip = torch.stack([clip] * views) if views else clip.unsqueeze(0)  # (V, T, C, H, W)
+    batch = to_views(clip).unsqueeze(0)  # what the loader gives: uint8 (N, V, C, T, H, W)
     assert batch.dtype == torch.uint8 and batch.is_contiguous()
     out = normalize_clips(batch)
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)

@@ -28,21 +28,23 @@ def test_short_videos_repeat_frames(train):
 
 
 def test_dense_clips():
-    assert sample_dense(300, 8, 8, train=False) == [122 + 8 * k for k in range(8)]  # centred
+    assert sample_dense(300, 8, 8, train=False) == [[122 + 8 * k for k in range(8)]]  # centred
     clips = sample_dense(100, 4, 2, train=False, num_clips=3)
     assert clips == [[15, 17, 19, 21], [47, 49, 51, 53], [78, 80, 82, 84]]
     for seed in range(20):
-        idx = sample_dense(100, 16, 4, train=True, rng=seed)
+        (idx,) = sample_dense(100, 16, 4, train=True, rng=seed)
         assert idx[0] <= 100 - 61 and np.all(np.diff(idx) == 4)
     # longer than the video: loop back to the start
-    assert sample_dense(10, 8, 2, train=False) == [0, 2, 4, 6, 8, 0, 2, 4]
+    assert sample_dense(10, 8, 2, train=False) == [[0, 2, 4, 6, 8, 0, 2, 4]]
 
 
 def test_build_sampler_and_errors():
     twice = build_sampler("segments", train=False, num_segments=4, num_clips=2)
     assert twice(16) == [[2, 6, 10, 14], [0, 4, 8, 12]]
     dense = build_sampler("dense", train=True, num_segments=8, frame_interval=8, num_clips=10)
-    assert len(dense(300, rng=np.random.default_rng(0))) == 8  # training always takes one clip
+    clips = dense(300, rng=np.random.default_rng(0))
+    assert len(clips) == 1 and len(clips[0]) == 8  # training always takes one clip
+    assert build_sampler("segments", train=False, num_segments=4)(16) == [[2, 6, 10, 14]]  # always a list of clips
     with pytest.raises(ValueError, match="num_frames=0"):
         sample_segments(0, 8, train=False)
     with pytest.raises(ValueError, match="'uniform'"):

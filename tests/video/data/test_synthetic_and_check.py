@@ -26,7 +26,7 @@ def test_synthetic_set_is_real_h264_in_ssv2_format(tmp_path):
         len(ds) == 12 and len(val) == 4 and sorted(r.label for r in ds.records) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     )
     clip, label, _ = ds[0]
-    assert clip.shape == (4, 64, 64, 3)
+    assert clip.shape == (1, 4, 64, 64, 3)
     import av
 
     with av.open(str(paths["root"] / f"{ds.records[0].id}.mp4")) as c:

@@ -32,6 +32,27 @@ def test_unknown_keys_and_wrong_types_name_the_key(tmp_path):
         load_config(None, ["optim.lr"])
 
 
+def test_enum_like_fields_are_literals_checked_at_load():
+    import dataclasses
+    import typing
+
+    from seqctx.video.data import BACKENDS, DATASET_TYPES, Backend, DatasetFormat
+    from seqctx.video.engine.config import Config
+
+    assert typing.get_args(DatasetFormat) == tuple(DATASET_TYPES) and typing.get_args(Backend) == BACKENDS
+
+    def is_literal(hint) -> bool:
+        return typing.Literal in (typing.get_origin(hint), *map(typing.get_origin, typing.get_args(hint)))
+
+    literal = {f"{name}.{key}" for name, cls in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(cls)
+               for key, hint in typing.get_type_hints(cls).items() if is_literal(hint)}  # fmt: skip
+    assert {"data.format", "data.backend", "data.sampler", "data.crop", "data.test_crops", "data.on_error",
+            "optim.name", "optim.no_decay", "optim.schedule", "train.amp", "train.freeze_bn"} <= literal  # fmt: skip
+    assert load_config(None, ["data.test_crops=3", "train.amp="]).data.test_crops == 3
+    with pytest.raises(ConfigError, match="'data.sampler' must be one of 'segments', 'dense'; got 'uniform'"):
+        load_config(None, ["data.sampler=uniform"])
+
+
 def test_weight_decay_groups_follow_the_rule_a_config_names():
     model = nn.Sequential(GCT(8), nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 4))
     gct, conv, bn, fc = model

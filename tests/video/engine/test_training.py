@@ -159,6 +159,26 @@ def test_the_schedule_advances_only_when_the_optimiser_steps(synth, tmp_path):
     assert trainer.scheduler.last_epoch == 1
 
 
+def test_leaving_the_trainer_puts_back_threads_and_global_rngs(synth, tmp_path):
+    import random
+
+    import numpy as np
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        expected = random.random(), np.random.rand(), torch.rand(1)
+        random.setstate(states[0]), np.random.set_state(states[1]), torch.set_rng_state(states[2])
+        with Trainer(tiny_config(synth, tmp_path / "run", "data.val_annotation="), progress=False):
+            assert torch.get_num_threads() == 1  # train.threads
+            torch.rand(3)  # the run's draws
+        assert torch.get_num_threads() == 2
+        assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_distributed_helpers_on_one_machine(monkeypatch):
     from seqctx.modules import ContextGate
     from seqctx.video.engine.distributed import local_device

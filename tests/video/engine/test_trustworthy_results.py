@@ -144,6 +144,9 @@ def test_predict_reports_each_video_and_the_failures(synth, tsm_cgc_run, capsys)
     [
         (["data.backend=decrod"], "config key 'data.backend' must be one of 'decord', 'pyav', 'torchcodec', 'frames'"),
         (["data.batch_size=0"], "config key 'data.batch_size' must be >= 1, got 0"),
+        (["data.test_crops=true"], "config key 'data.test_crops' must be one of 1, 3, 10; got True"),
+        (["train.amp=fp32"], "config key 'train.amp' must be one of 'bf16', 'fp16'; got 'fp32'"),
+        (["model.input_size=32"], "config key 'model.input_size' is gone: data.size is the one knob"),
         (["train.epochs=0"], "config key 'train.epochs' must be >= 1, got 0"),
         (["model.context=cgc1d"], "'cgc1d' is not available for tsm_r18"),
         (["data.root=/nowhere"], "none of the first 5 videos of the annotation file exists (looked for /nowhere/"),
