@@ -114,9 +114,10 @@ class _ContextGatedConvNd:
 
     The per-sample convolution (:func:`~seqctx.modules.gated_conv.kernel_gated_conv`) folds the
     batch into the group dimension (``(1, N*C, *S)`` convolved with the stacked gated kernels
-    ``(N*O, C/groups, *k)``, ``groups = N * groups``) or, on small maps, multiplies unfolded
-    windows by each sample's kernel, in chunks of samples whose gated kernels stay under
-    ``kernel_budget`` bytes (default: per device, :data:`~seqctx.modules.gated_conv.DEFAULT_BUDGET`).
+    ``(N*O, C/groups, *k)``, ``groups = N * groups``) or, off CPU on small maps, multiplies
+    unfolded windows by each sample's kernel (:func:`~seqctx.modules.gated_conv.use_unfold`), in
+    chunks of samples whose gated kernels stay under ``kernel_budget`` bytes (default: per device,
+    :data:`~seqctx.modules.gated_conv.DEFAULT_BUDGET`).
     Only the input, the weight and the gate's logits (``(N, C, k)`` and ``(N, O, k)``) are kept for
     backward, which rebuilds the gated kernels: no ``N x O x C/groups x k`` tensor lives between
     forward and backward.

@@ -7,9 +7,10 @@ sample, or a video's time slice) with ``W * G[u]``, where the gate comes from it
 
 The input is units-major, ``x (U, B, C, *S)``, where ``B`` counts the inputs that share a unit's
 kernel (1 for images, the slice's frames for video): a view of the frames, so nothing is copied
-for backward. Two engines compute it, chosen by shape (:func:`use_unfold`): the batch-grouped
-convolution (``groups = U * g``; oneDNN, cuDNN), and unfold + batched matmul (the official CGC
-code's formulation) where the former is slow per FLOP (small maps). Forward saves ``x``, ``W``
+for backward. Two engines compute it, chosen by device and shape (:func:`use_unfold`): the
+batch-grouped convolution (``groups = U * g``; oneDNN, cuDNN; always on CPU, where it measured
+fastest), and unfold + batched matmul (the official CGC code's formulation) for deep 2D layers on
+small maps elsewhere. Forward saves ``x``, ``W``
 and the logits ``G1 (U, C, K)`` and ``G2 (U, O, K)`` -- never a ``U x O x C/g x K`` tensor -- and
 backward rebuilds the gated kernels to get the input, weight and logit gradients. Units are
 processed in chunks whose transient gated kernels (and unfolded columns) stay under ``budget``
@@ -63,13 +64,19 @@ def _conv_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
-def use_unfold(dims: int, groups: int, depth: int, columns: int) -> bool:
-    """The engine rule, measured on CPU (``scripts/bench_operators.py``, the demo's TSM): unfold +
-    batched matmul for 2D convolutions without groups whose unit has a deep window
-    (``depth = C * K >= UNFOLD_MIN_DEPTH``) over few output positions (``columns = frames * H' * W'
-    <= UNFOLD_MAX_COLUMNS``: ResNet-50's stages 3-4, where oneDNN's batch-grouped convolution is
-    slowest per FLOP); the batch-grouped convolution everywhere else (narrow layers included,
-    where unfold's copies cost more than they save)."""
+def use_unfold(device: torch.device, dims: int, groups: int, depth: int, columns: int) -> bool:
+    """The engine rule. On CPU the batch-grouped convolution, everywhere: measured on a 2-core
+    AVX-512 EPYC (torch 2.14, oneDNN), it was as fast or faster than unfold + batched matmul at
+    every ResNet-50 stage for batches of 32 images, TSM's and I3D's 112-pixel video shapes
+    (2 videos x 3 time slices, stage 4: 49 vs 74 ms forward+backward) and TSM at 224 pixels; on
+    CPUs whose matmul beats their grouped convolution the old shape rule (below) may win again.
+    On other devices unfold + batched matmul (the official CGC code's formulation) for 2D
+    convolutions without groups whose unit has a deep window (``depth = C * K >=
+    UNFOLD_MIN_DEPTH``) over few output positions (``columns = frames * H' * W' <=
+    UNFOLD_MAX_COLUMNS``: ResNet-50's stages 3-4); not measured on a GPU yet
+    (``scripts/bench_operators.py --device cuda`` decides)."""
+    if device.type == "cpu":
+        return False
     return dims == 2 and groups == 1 and depth >= UNFOLD_MIN_DEPTH and columns <= UNFOLD_MAX_COLUMNS
 
 
@@ -87,7 +94,7 @@ class _Geometry:
         self.c, self.kk, self.frames, self.size = self.cg * groups, math.prod(self.k), x.shape[1], list(x.shape[3:])
         self.out = [(s + 2 * p - d * (kw - 1) - 1) // st + 1
                     for s, p, d, kw, st in zip(self.size, padding, dilation, self.k, stride, strict=True)]  # fmt: skip
-        self.unfold = use_unfold(len(self.k), groups, self.c * self.kk, self.frames * math.prod(self.out))
+        self.unfold = use_unfold(x.device, len(self.k), groups, self.c * self.kk, self.frames * math.prod(self.out))
 
     def chunks(self, units: int, budget: int) -> list[tuple[int, int]]:
         kernel = self.o * self.cg * self.kk * 4  # float32 gate and kernels
@@ -179,7 +186,8 @@ class _KernelGatedConv(torch.autograd.Function):
                 grad_x[lo:hi] = gx
             t = gwg.float().mul_(gate)  # dL/d(W * G) * G
             grad_w += t.sum(0)
-            glogit = t.mul_(w).mul_(1 - gate)  # dL/d(W * G) * W * G (1 - G) = dL/dlogit  (n, O, C/g, K)
+            # dL/dlogit = dL/d(W * G) * W * G (1 - G) = (t - t G) W, in place: no (1 - G) temporary
+            glogit = t.addcmul_(t, gate, value=-1).mul_(w)  # (n, O, C/g, K)
             glogit = glogit.view(n, groups, o // groups, cg, kk)
             grad_g1[lo:hi] = glogit.sum(2).reshape(n, c, kk)
             grad_g2[lo:hi] = glogit.sum(3).reshape(n, o, kk)

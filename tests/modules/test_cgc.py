@@ -28,8 +28,10 @@ def engine(request, monkeypatch):
     """Run a test with each engine of the gated convolution (2D without groups can use either)."""
     from seqctx.modules import gated_conv
 
-    monkeypatch.setattr(gated_conv, "UNFOLD_MAX_COLUMNS", 0 if request.param == "grouped" else 10**9)
-    monkeypatch.setattr(gated_conv, "UNFOLD_MIN_DEPTH", 0)
+    def rule(device, dims, groups, depth, columns):
+        return request.param == "unfold" and dims == 2 and groups == 1
+
+    monkeypatch.setattr(gated_conv, "use_unfold", rule)
     return request.param
 
 
