@@ -186,11 +186,11 @@ def average_checkpoints(paths: list[Path], out: str | Path) -> Path:
         raise ValueError("no checkpoints to average")
     total: dict[str, torch.Tensor] = {}
     state: dict[str, Any] = {}
-    for path in paths:
-        with fairseq_checkpoints():
+    with fairseq_checkpoints():
+        for path in paths:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        for k, v in state["model"].items():
-            total[k] = total.get(k, 0) + v.double() if v.is_floating_point() else v
+            for k, v in state["model"].items():
+                total[k] = total.get(k, 0) + v.double() if v.is_floating_point() else v
     state["model"] = {
         k: (v / len(paths)).to(state["model"][k].dtype) if v.is_floating_point() else v for k, v in total.items()
     }

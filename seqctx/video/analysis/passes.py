@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.hooks import RemovableHandle
 
-from seqctx.video.data import normalize_clips
+from seqctx.video.data import fold_views
 from seqctx.video.engine.builders import EpochSampler, make_dataset, make_loader
 from seqctx.video.engine.config import Config
 from seqctx.video.engine.distributed import all_gather_objects, rank_and_world
@@ -64,7 +64,7 @@ def data_pass(
             if len(clips) == 0:
                 continue
             batch.labels, batch.videos = torch.as_tensor(labels).to(device), len(clips)
-            logits = model(normalize_clips(clips.flatten(0, 1).to(device)))  # one view per video
+            logits = model(fold_views(clips, device)[0])  # one view per video
             if on_logits is not None:
                 on_logits(logits, batch.labels)
     finally:

@@ -22,7 +22,7 @@ from .datasets import (
 from .decode import BACKENDS, Backend, VideoError, open_video, read_frames
 from .sampling import Clips, build_sampler, sample_dense, sample_segments
 from .synthetic import SynthConfig, generate_synthetic
-from .transforms import build_transform, normalize_clips
+from .transforms import build_transform, fold_views, normalize_clips
 
 __all__ = [
     "BACKENDS",
@@ -42,6 +42,7 @@ __all__ = [
     "build_dataset",
     "build_sampler",
     "build_transform",
+    "fold_views",
     "normalize_clips",
     "collate_clips",
     "detect_format",

@@ -3,7 +3,7 @@
 Each item is ``(views, label, meta)``: the transformed views ``(V, 3, T, H, W)`` (``V = 1`` in
 training; clips x crops in multi-view testing), the class index (-1 when unlabelled) and a dict
 with the video's ``id``, ``path`` and ``index``. The path of the data:
-annotation -> record -> sampler (indices) -> ``read_frames`` -> transform; :func:`collate_clips`
+annotation -> record -> sampler (clips of frame indices) -> ``read_frames`` -> transform; :func:`collate_clips`
 batches items for the DataLoader.
 """
 

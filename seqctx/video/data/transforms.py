@@ -93,11 +93,21 @@ class TenCrop:
         return torch.stack(TF.ten_crop(clip, [self.size, self.size]))
 
 
-def to_views(clip: Tensor) -> Tensor:
-    """uint8 crops ``(V, T, C, H, W)``, or one crop ``(T, C, H, W)``, -> uint8 views
-    ``(V, C, T, H, W)``, contiguous: the pipelines' output."""
-    views = clip if clip.dim() == 5 else clip.unsqueeze(0)
-    return views.transpose(1, 2).contiguous()
+def one_crop(clip: Tensor) -> Tensor:
+    """``(T, C, H, W)`` -> ``(1, T, C, H, W)``: a single crop as the crops axis the pipelines end with."""
+    return clip.unsqueeze(0)
+
+
+def to_views(crops: Tensor) -> Tensor:
+    """uint8 crops ``(V, T, C, H, W)`` -> uint8 views ``(V, C, T, H, W)``, contiguous: the
+    pipelines' output."""
+    return crops.transpose(1, 2).contiguous()
+
+
+def fold_views(clips: Tensor, device: torch.device) -> tuple[Tensor, int]:
+    """A loader batch of uint8 views ``(B, V, C, T, H, W)`` -> the model's input, float
+    ``(B*V, C, T, H, W)`` on ``device`` (:func:`normalize_clips`), and ``V``."""
+    return normalize_clips(clips.flatten(0, 1).to(device, non_blocking=True)), clips.shape[1]
 
 
 def normalize_clips(
@@ -145,10 +155,11 @@ def build_transform(
             raise ValueError(f"crop must be 'multiscale' or 'random_resized', got {crop!r}")
         if flip:
             steps.append(v2.RandomHorizontalFlip())
+        steps.append(one_crop)
     else:
         steps.append(v2.Resize(scale_size, antialias=True))
         if test_crops == 1:
-            steps.append(v2.CenterCrop(size))
+            steps += [v2.CenterCrop(size), one_crop]
         elif test_crops == 3:
             steps.append(ThreeCrop(size))
         elif test_crops == 10:

@@ -1,8 +1,8 @@
 """Experiment configs: YAML files (``_base_`` inheritance or flat), validated into dataclasses.
 
 Unknown keys, wrong types and values outside a key's choices (``Literal`` fields) or range fail
-with the key's dotted name (:class:`~seqctx.errors.ConfigError`) when the config is loaded, before any work starts;
-``--set a.b=value`` overrides (values parsed as YAML; ``--set a.b=`` sets an optional key to
+with the key's dotted name (:class:`~seqctx.errors.ConfigError`) when the config is loaded,
+before any work starts; ``--set a.b=value`` overrides (values parsed as YAML; ``--set a.b=`` sets an optional key to
 none). Keys match the constructor arguments they feed (``build_model``, ``build_transform``, ...).
 """
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from seqctx.errors import CheckpointError
 from seqctx.overrides import apply_overrides
-from seqctx.video.data import VideoDataset, normalize_clips
+from seqctx.video.data import VideoDataset, fold_views, normalize_clips
 
 from .config import Config, ModelConfig, config_from_dict, read_yaml
 from .distributed import all_gather_objects, init_distributed, is_main, local_device, rank_and_world
@@ -88,13 +88,12 @@ def evaluate(
         unreadable += meta.get("failed", [])
         if len(clips) == 0:
             continue
-        videos, views = clips.shape[:2]
-        flat = normalize_clips(clips.flatten(0, 1).to(device, non_blocking=True))  # uint8 -> float, on the device
+        flat, views = fold_views(clips, device)  # uint8 -> float (N*V, 3, T, H, W), on the device
         if channels_last:
             flat = flat.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(flat).float()
-        scores = logits.softmax(-1).view(videos, views, -1).mean(1)
+        scores = logits.softmax(-1).view(len(clips), views, -1).mean(1)
         all_scores.append(scores.cpu())
         all_labels.append(torch.as_tensor(labels))
         ids += list(meta["id"])
@@ -192,8 +191,8 @@ def model_conflicts(saved: ModelConfig, requested: ModelConfig, keys: Sequence[s
 
 def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
     """The validated config a seqctx training checkpoint was trained with. A ``model.input_size``
-    saved before ``data.size`` became the one knob is dropped: the model is built for
-    ``data.size``, which held the same value."""
+    saved before ``data.size`` became the one knob is dropped: the model is rebuilt for
+    ``data.size`` (the two had to match)."""
     if "config" not in ckpt or "model" not in ckpt:
         kind = "a fairseq checkpoint" if {"cfg", "optimizer_history"} & set(ckpt) else "not a training checkpoint"
         raise CheckpointError(

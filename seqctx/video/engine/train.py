@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from seqctx.errors import CheckpointError, ConfigError, DataError, WorkDirError
 from seqctx.modules import OPERATOR_TYPES
-from seqctx.video.data import normalize_clips
+from seqctx.video.data import fold_views
 
 from .builders import EpochSampler, make_dataset, make_loader, make_model, memory_format
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -296,8 +296,7 @@ class Trainer:
         total = torch.zeros(2, device=self.device)
         tick, seen = time.perf_counter(), 0
         for clips, labels, _ in bar:
-            views = clips.shape[1]  # (B, V, 3, T, H, W); V = 1 in training: one clip, one crop
-            clips = normalize_clips(clips.flatten(0, 1).to(self.device, non_blocking=True))  # uint8 -> float
+            clips, views = fold_views(clips, self.device)  # uint8 -> float; V = 1 in training: one clip, one crop
             labels = torch.as_tensor(labels).repeat_interleave(views).to(self.device, non_blocking=True)
             if t.channels_last:
                 clips = clips.contiguous(memory_format=torch.channels_last_3d)

@@ -155,3 +155,7 @@ def test_normalize_clips_is_the_imagenet_formula(views):
     ref = (clip.transpose(-4, -3).double() / 255 - mean.double()) / std.double()  # (..., C, T, H, W)
     assert out.dtype == torch.float32 and out.shape == (1, *ref.shape)
     torch.testing.assert_close(out[0].double(), ref, rtol=0, atol=2e-6)
+    from seqctx.video.data import fold_views
+
+    flat, v = fold_views(batch, torch.device("cpu"))  # the model's batch: views folded in
+    assert v == ref.shape[0] and torch.equal(flat, out.flatten(0, 1))

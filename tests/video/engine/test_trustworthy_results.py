@@ -53,6 +53,21 @@ def test_test_builds_the_checkpoints_model_not_the_configs(synth, tsm_cgc_run, t
     assert json.loads((tmp_path / "b.json").read_text())["clips"] == 2
 
 
+def test_a_checkpoint_saved_with_model_input_size_still_loads(tsm_cgc_run, tmp_path):
+    """Runs saved while ``model.input_size`` and ``data.size`` were two knobs keep loading: the
+    model is rebuilt for ``data.size`` and gives the same logits."""
+    from seqctx.video.engine.evaluate import load_trained_model
+
+    ckpt = load_checkpoint(tsm_cgc_run / "latest.pt")
+    ckpt["config"]["model"]["input_size"] = ckpt["config"]["data"]["size"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    _, old, _ = load_trained_model(None, tmp_path / "old.pt")
+    _, new, _ = load_trained_model(None, tsm_cgc_run / "latest.pt")
+    clip = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(old(clip), new(clip))
+
+
 def test_resume_after_a_model_change_is_refused(synth, tsm_cgc_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tsm_cgc_run, run)
