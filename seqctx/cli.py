@@ -132,7 +132,7 @@ def _mt_prepare(args: argparse.Namespace) -> int:
 def _mt_score(args: argparse.Namespace) -> int:
     from seqctx.mt.score import score_files
 
-    print(score_files(args.generate_output, args.hyp, args.ref, args.lang, tokenized=not args.plain_text))
+    print(score_files(args.generate_output, args.hyp, args.ref, args.lang, not args.plain_text, args.ref_raw))
     return 0
 
 
@@ -279,11 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-binarize", action="store_true", help="stop before fairseq-preprocess")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=_mt_prepare)
-    p = mt.add_parser("score", help="tokenised BLEU (the papers' protocol) and detokenised SacreBLEU")
+    p = mt.add_parser("score", help="tokenised BLEU (fairseq's BLEU4, the papers' tables) and SacreBLEU")
     p.add_argument("--generate-output", help="fairseq-generate's output (H-/T- lines)")
-    p.add_argument("--hyp")
-    p.add_argument("--ref")
-    p.add_argument("--lang", default="en")
+    p.add_argument("--hyp", help="hypotheses, one a line (tokenised as the data, unless --plain-text)")
+    p.add_argument("--ref", help="references, one a line, tokenised as the data (unless --plain-text)")
+    p.add_argument("--ref-raw", help="raw references (untokenised, original case; prepare-iwslt14's OUT/raw/test.en) "
+                   "for SacreBLEU")  # fmt: skip
+    p.add_argument("--lang", default="en", help="target language (Moses detokeniser)")
     p.add_argument("--plain-text", action="store_true", help="--hyp/--ref are detokenised text")
     p.set_defaults(func=_mt_score)
     mt_runs = {
@@ -308,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _show_log()
+    logger = logging.getLogger("seqctx")
+    propagate, logger.propagate = logger.propagate, False  # printed once, not again by a root handler fairseq adds
     try:
         return int(args.func(args) or 0)
     except UserError as e:
@@ -315,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"seqctx: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        logger.propagate = propagate
 
 
 if __name__ == "__main__":

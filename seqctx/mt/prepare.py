@@ -52,13 +52,14 @@ def strip_train_tags(lines: Iterable[str]) -> list[str]:
 
 
 def extract_segments(lines: Iterable[str]) -> list[str]:
-    """The ``<seg id="N">...</seg>`` sentences of a dev/test XML file (curly apostrophes made plain)."""
-    out = []
-    for line in lines:
-        m = _SEG.match(line)
-        if m:
-            out.append(m.group(1).replace("\u2019", "'"))
-    return out
+    """The ``<seg id="N">...</seg>`` sentences of a dev/test XML file, as released (the raw
+    references SacreBLEU scores against)."""
+    return [m.group(1) for m in map(_SEG.match, lines) if m]
+
+
+def plain_apostrophes(lines: Iterable[str]) -> list[str]:
+    """Curly apostrophes made plain, as ``prepare-iwslt14.sh`` does before tokenising test sets."""
+    return [line.replace("\u2019", "'") for line in lines]
 
 
 def tokenize(lines: Iterable[str], lang: str, lowercase: bool = True, desc: str = "") -> list[str]:
@@ -139,7 +140,15 @@ def prepared_folder(folder: Path) -> str | None:
     return "bpe" if any("@@ " in line for line in head) else "tok"
 
 
-def _finish(out: Path, splits: dict[str, dict[str, list[str]]], merges: int, do_binarize: bool, workers: int) -> Path:
+def _finish(
+    out: Path, splits: dict[str, dict[str, list[str]]], merges: int, do_binarize: bool, workers: int,
+    raw_test: dict[str, list[str]] | None = None,
+) -> Path:  # fmt: skip
+    """Write ``OUT/tok``, learn and apply the joint BPE, binarise; ``raw_test`` (untokenised,
+    original-case test sentences by language, in test-set order) goes to ``OUT/raw/test.LANG``,
+    the references SacreBLEU scores against (:mod:`seqctx.mt.score`)."""
+    for lang, lines in (raw_test or {}).items():
+        write_lines(out / "raw" / f"test.{lang}", lines)
     tok_dir = out / "tok"
     for split, by_lang in splits.items():
         for lang, lines in by_lang.items():
@@ -160,8 +169,9 @@ def prepare_iwslt14(
     """IWSLT'14 De-En as ``prepare-iwslt14.sh``: train from ``train.tags`` (cleaned to 1-175
     tokens, ratio 1.5, lowercased), valid = every 23rd training pair, test = dev2010 +
     TEDX.dev2012 + tst2010 + tst2011 + tst2012, joint BPE, then ``fairseq-preprocess``.
-    Writes ``OUT/tok/*`` (tokenised), ``OUT/{train,valid,test}.{de,en}`` (BPE), ``OUT/code`` and
-    ``OUT/data-bin``.
+    Writes ``OUT/tok/*`` (tokenised), ``OUT/{train,valid,test}.{de,en}`` (BPE), ``OUT/code``,
+    ``OUT/data-bin`` and, from a release, ``OUT/raw/test.{de,en}`` (the test sets' sentences as
+    released: SacreBLEU's references).
 
     ``source`` may also be a folder that is already prepared (what ``prepare-iwslt14.sh`` leaves:
     ``{train,valid,test}.{de,en}``): BPE-split files are binarised as they are; tokenised ones get
@@ -185,10 +195,12 @@ def prepare_iwslt14(
         "valid": {lang: [x for i, x in enumerate(train_all[lang], 1) if i % 23 == 0] for lang in LANGS},
         "test": {lang: [] for lang in LANGS},
     }
+    raw_test: dict[str, list[str]] = {lang: [] for lang in LANGS}
     for name in IWSLT_TEST_SETS:
         for lang in LANGS:
-            splits["test"][lang] += tokenize(extract_segments(corpus.read(f"{name}.de-en.{lang}.xml")), lang)
-    return _finish(out, splits, merges, do_binarize, workers)
+            raw_test[lang] += extract_segments(corpus.read(f"{name}.de-en.{lang}.xml"))
+    splits["test"] = {lang: tokenize(plain_apostrophes(raw_test[lang]), lang) for lang in LANGS}
+    return _finish(out, splits, merges, do_binarize, workers, raw_test)
 
 
 def _read_gz_or_text(folder: Path, stem: str) -> list[str]:
@@ -204,11 +216,10 @@ def prepare_multi30k(
     source: str | Path, out: str | Path, merges: int = 10000, do_binarize: bool = True, workers: int = 1
 ) -> Path:
     """Multi30K De-En (task 1, raw ``train``/``val``/``test_2016_flickr`` files, gzipped or not):
-    Moses tokenisation, lowercasing, joint BPE, ``fairseq-preprocess``."""
+    Moses tokenisation, lowercasing, joint BPE, ``fairseq-preprocess``; the raw test files are
+    kept as ``OUT/raw/test.{de,en}`` (SacreBLEU's references)."""
     folder, out = Path(source), Path(out)
     names = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
-    splits = {
-        split: {lang: tokenize(_read_gz_or_text(folder, f"{stem}.{lang}"), lang) for lang in LANGS}
-        for split, stem in names.items()
-    }
-    return _finish(out, splits, merges, do_binarize, workers)
+    raw = {split: {lang: _read_gz_or_text(folder, f"{stem}.{lang}") for lang in LANGS} for split, stem in names.items()}
+    splits = {split: {lang: tokenize(lines, lang) for lang, lines in by_lang.items()} for split, by_lang in raw.items()}
+    return _finish(out, splits, merges, do_binarize, workers, raw["test"])

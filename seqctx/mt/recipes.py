@@ -3,7 +3,9 @@
 A recipe holds ``data`` (a fairseq data-bin folder), ``arch``, a ``train`` mapping of
 fairseq-train options (``key: value``; ``true`` for a bare flag, ``false``/``null`` to omit),
 ``average_last`` (saved states to average), a ``generate`` mapping of fairseq-generate options,
-and the world size: ``paper_gpus`` (the GPUs the recipe's batch was set for) and ``gpus`` (the
+``ref_raw`` (the test set's raw references for SacreBLEU, as ``prepare-iwslt14`` writes them to
+``OUT/raw/test.en``; null to score against the tokenised references) and the world size:
+``paper_gpus`` (the GPUs the recipe's batch was set for) and ``gpus`` (the
 ones to use; default ``paper_gpus``). The command states ``--distributed-world-size gpus`` and
 scales ``--update-freq`` so that an update holds the paper's tokens whatever the GPU count
 (fairseq alone would use every visible GPU: 8x the tokens on 8 GPUs).
@@ -26,18 +28,18 @@ from typing import Any
 import torch
 import yaml
 
-from seqctx.errors import ConfigError
+from seqctx.errors import ConfigError, UserError
 from seqctx.overrides import apply_overrides, parse_override
 
 from . import user_dir
 
-SCALAR_KEYS = ("data", "arch", "save_dir", "average_last", "paper_gpus", "gpus")
+SCALAR_KEYS = ("data", "arch", "save_dir", "average_last", "ref_raw", "paper_gpus", "gpus")
 OPTION_SECTIONS = ("train", "generate")  # fairseq-train / fairseq-generate options
 RECIPE_KEYS = {*SCALAR_KEYS, *OPTION_SECTIONS}
 log = logging.getLogger(__name__)
 
 _VALID = (
-    "top-level data, arch, save_dir, average_last, paper_gpus, gpus; or train.OPTION / generate.OPTION "
+    "top-level data, arch, save_dir, average_last, ref_raw, paper_gpus, gpus; or train.OPTION / generate.OPTION "
     "(fairseq options)"
 )
 
@@ -132,15 +134,20 @@ def generate_command(recipe: dict[str, Any], checkpoint: str | Path) -> list[str
             *_flags(recipe.get("generate", {}))]  # fmt: skip
 
 
-def run(cmd: list[str], stdout: Path | None = None) -> None:
-    """Run a printed fairseq command with the console scripts of this interpreter's environment."""
+def run(cmd: list[str], stdout: Path | None = None, log_file: Path | None = None) -> None:
+    """Run a printed fairseq command with the console scripts of this interpreter's environment;
+    ``stdout`` and ``log_file`` (its stderr: fairseq's log and config dump) catch its output."""
     script = Path(sys.executable).parent / cmd[0]
     argv = [str(script) if script.exists() else cmd[0], *cmd[1:]]
-    if stdout is None:
-        subprocess.run(argv, check=True)
-        return
-    with open(stdout, "w") as f:
-        subprocess.run(argv, check=True, stdout=f)
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(open(stdout, "w")) if stdout else None
+        err = files.enter_context(open(log_file, "w")) if log_file else None
+        done = subprocess.run(argv, stdout=out, stderr=err)
+    if done.returncode:
+        if log_file is None:
+            raise UserError(f"{cmd[0]} exited with code {done.returncode} (its messages are above)")
+        last = next((line for line in reversed(log_file.read_text().splitlines()) if line.strip()), "")
+        raise UserError(f"{cmd[0]} exited with code {done.returncode}: {last.strip()} (its log: {log_file})")
 
 
 def format_command(cmd: list[str]) -> str:
@@ -207,17 +214,35 @@ def train(recipe: dict[str, Any], dry_run: bool = False) -> None:
         run(cmd)
 
 
+def raw_references(recipe: dict[str, Any]) -> Path | None:
+    """The recipe's ``ref_raw`` file (None when unset); a path that does not exist is a
+    :class:`ConfigError` saying how to make it or do without it."""
+    if not recipe.get("ref_raw"):
+        return None
+    path = Path(recipe["ref_raw"])
+    if not path.is_file():
+        raise ConfigError(
+            f"ref_raw {path} not found: `seqctx mt prepare-iwslt14` writes OUT/raw/test.en from a raw release "
+            "(IWSLT'14 archive, Multi30K raw files); for data prepared from tokenised text, --set ref_raw=null "
+            "scores SacreBLEU against the tokenised references (and says so)"
+        )
+    return path
+
+
 def evaluate(recipe: dict[str, Any], dry_run: bool = False) -> str | None:
     """Average the last ``average_last`` saved states (by update count), fairseq-generate the
-    test set into ``SAVE_DIR/generate-test.txt`` and return both BLEU scores as text (each step
-    logged first, the averaged files by name); None with ``dry_run``."""
+    test set into ``SAVE_DIR/generate-test.txt`` (its log and config dump into
+    ``SAVE_DIR/generate-test.log``) and return both BLEU scores (against ``ref_raw`` for
+    SacreBLEU) and where the files are, as text (each step logged first, the averaged files by
+    name); None with ``dry_run``."""
     from .score import score_files
 
     save_dir = Path(recipe.get("save_dir", "checkpoints"))
     checkpoint = save_dir / "checkpoint_avg.pt"
-    output = save_dir / "generate-test.txt"
+    output, log_file = save_dir / "generate-test.txt", save_dir / "generate-test.log"
     cmd = generate_command(recipe, checkpoint)
     n = recipe.get("average_last", 1)
+    ref_raw = None if dry_run else raw_references(recipe)  # like `data`, looked for when it is used
     log.info("average the last %d saved states of %s (by update count) -> %s", n, save_dir, checkpoint)
     check_options(cmd)
     if not dry_run:
@@ -227,8 +252,9 @@ def evaluate(recipe: dict[str, Any], dry_run: bool = False) -> str | None:
         for path, updates in chosen:
             log.info("  %s  (%d updates)", path.name, updates)
         average_checkpoints([path for path, _ in chosen], checkpoint)
-    log.info("%s > %s", format_command(cmd), output)
+    log.info("%s > %s 2> %s", format_command(cmd), output, log_file)
     if dry_run:
         return None
-    run(cmd, stdout=output)
-    return score_files(output)
+    run(cmd, stdout=output, log_file=log_file)
+    report = score_files(output, ref_raw=ref_raw)
+    return f"{report}\ntranslations: {output}\nfairseq-generate's log: {log_file}\naveraged model: {checkpoint}"

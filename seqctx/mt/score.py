@@ -1,39 +1,119 @@
-"""BLEU as the papers report it, and SacreBLEU, from fairseq-generate output or text files.
+"""BLEU from fairseq-generate output or text files: the papers' tokenised BLEU and SacreBLEU.
 
-* tokenised BLEU (the LightConv/CGC tables): BPE removed, lowercased, Moses-tokenised text,
-  ``sacrebleu.corpus_bleu(..., tokenize="none")``, i.e. ``multi-bleu.perl`` on tokens;
-* detokenised SacreBLEU with its signature (Moses-detokenised text, sacrebleu's defaults).
+* **Tokenised BLEU** is fairseq-generate's ``BLEU4`` line (``fairseq.scoring.bleu``), the number
+  in LightConv's and CGC's IWSLT'14 tables: BPE removed, the whitespace tokens of the data as they
+  are (IWSLT'14 and Multi30K are prepared lowercased and Moses-tokenised), clipped n-gram
+  precisions ``p_n`` for n = 1..4 over the corpus, no smoothing::
+
+      BLEU = BP * exp(mean_n log p_n) * 100,   BP = min(1, exp(1 - reflen / syslen))
+
+  so a corpus without a single matching 4-gram scores 0.00, a reference ``<unk>`` matches
+  nothing (fairseq maps it to -999 before counting), and an empty line counts as one token (the
+  end-of-sentence symbol fairseq's trimming keeps).
+* **SacreBLEU** (Post, 2018) on Moses-detokenised hypotheses against the *raw* references
+  (untokenised, original case: what ``prepare-iwslt14`` keeps in ``OUT/raw/test.LANG``). The case
+  setting follows the data: a model trained on lowercased text is scored case-insensitively
+  (``case:lc`` in the signature), a cased one case-sensitively. Without raw references the line
+  says that it was computed on references rebuilt from the tokenised test set.
 
 ``fairseq-score --sacrebleu`` crashes with sacrebleu 2.x and ``fairseq-generate --scoring
-sacrebleu`` tokenises with 13a, not the papers' protocol; this module is the replacement.
+sacrebleu`` scores tokenised, lowercased text as if it were raw; this module is the replacement.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from seqctx.errors import DataError
+
 _LINE = re.compile(r"^([HT])-(\d+)\t(.*)$")
+MAX_ORDER = 4
+UNK = "<unk>"
+_EOS = ("</s>",)  # an empty line's one token (not a string: it equals no word)
+
+
+@dataclass(frozen=True)
+class TokenBleu:
+    """fairseq's corpus BLEU statistics: matches and totals per n-gram order, lengths."""
+
+    matches: tuple[int, ...]
+    totals: tuple[int, ...]
+    syslen: int
+    reflen: int
+
+    @property
+    def precisions(self) -> list[float]:
+        return [m / t if t > 0 else 0.0 for m, t in zip(self.matches, self.totals, strict=True)]
+
+    @property
+    def brevity(self) -> float:
+        return min(1.0, math.exp(1 - self.reflen / self.syslen)) if self.syslen else 0.0
+
+    @property
+    def score(self) -> float:
+        logs = [math.log(p) if p > 0 else -math.inf for p in self.precisions]
+        return self.brevity * math.exp(sum(logs) / MAX_ORDER) * 100
+
+    def __str__(self) -> str:
+        """As fairseq-generate prints it, after ``BLEU4 = ``."""
+        p = "/".join(f"{100 * x:.1f}" for x in self.precisions)
+        ratio = self.syslen / self.reflen if self.reflen else 0.0
+        return (
+            f"{self.score:.2f}, {p} (BP={self.brevity:.3f}, ratio={ratio:.3f}, syslen={self.syslen}, "
+            f"reflen={self.reflen})"
+        )
+
+
+def _ngrams(tokens: list[str], n: int) -> Counter:
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+
+
+def tokenized_bleu(hyps: list[str], refs: list[str]) -> TokenBleu:
+    """fairseq-generate's BLEU4 on BPE-free tokenised lines (whitespace tokens, case as given)."""
+    matches, totals, syslen, reflen = [0] * MAX_ORDER, [0] * MAX_ORDER, 0, 0
+    for hyp, ref in zip(hyps, refs, strict=True):
+        h = hyp.split() or [_EOS]
+        # a reference <unk> matches nothing
+        r = [(UNK, i) if w == UNK else w for i, w in enumerate(ref.split())] or [_EOS]
+        syslen, reflen = syslen + len(h), reflen + len(r)
+        for n in range(1, MAX_ORDER + 1):
+            ref_counts = _ngrams(r, n)
+            hyp_counts = _ngrams(h, n)
+            totals[n - 1] += sum(hyp_counts.values())
+            matches[n - 1] += sum(min(c, ref_counts[g]) for g, c in hyp_counts.items())
+    return TokenBleu(tuple(matches), tuple(totals), syslen, reflen)
 
 
 @dataclass
 class BleuReport:
-    tokenized_bleu: float
+    """Both scores, each with what it was computed on."""
+
+    tokenized: TokenBleu
+    lowercased: bool  # the data (its tokenised references) is lowercased
     sacrebleu: float
     signature: str
+    sacrebleu_refs: str  # what the SacreBLEU references were
     sentences: int
-    details: str
+
+    @property
+    def tokenized_bleu(self) -> float:
+        return self.tokenized.score
 
     def __str__(self) -> str:
+        case = "lowercased" if self.lowercased else "cased"
         return (
             f"{self.sentences} sentences\n"
-            f"tokenised BLEU (lowercased, BPE removed, tokenize='none'): {self.tokenized_bleu:.2f}  [{self.details}]\n"
-            f"detokenised SacreBLEU: {self.sacrebleu:.2f}  {self.signature}"
+            f"tokenised BLEU (fairseq-generate's; BPE removed, {case} tokens, no smoothing): BLEU4 = {self.tokenized}\n"
+            f"SacreBLEU (detokenised hypotheses vs {self.sacrebleu_refs}): {self.sacrebleu:.2f}  {self.signature}"
         )
 
 
 def remove_bpe(line: str) -> str:
+    """subword-nmt's ``@@ `` continuation marks removed, as ``fairseq-generate --remove-bpe``."""
     return (line + " ").replace("@@ ", "").rstrip()
 
 
@@ -51,19 +131,33 @@ def read_generate_output(path: str | Path) -> tuple[list[str], list[str]]:
         else:
             refs[idx] = rest
     if not hyps or set(hyps) != set(refs):
-        raise ValueError(f"{path}: expected matching H-<id> and T-<id> lines, found {len(hyps)} H and {len(refs)} T")
+        raise DataError(f"{path}: expected matching H-<id> and T-<id> lines, found {len(hyps)} H and {len(refs)} T")
     ids = sorted(hyps)
     return [hyps[i] for i in ids], [refs[i] for i in ids]
 
 
-def score(hyps: list[str], refs: list[str], lang: str = "en", tokenized: bool = True) -> BleuReport:
-    """Both BLEUs. ``tokenized``: the inputs are Moses-tokenised (as fairseq data is); otherwise
-    they are plain text, tokenised here for the tokenised BLEU."""
+def read_lines(path: str | Path, what: str) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} {path} not found")
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def score(
+    hyps: list[str], refs: list[str], lang: str = "en", tokenized: bool = True,
+    ref_raw: list[str] | None = None, ref_raw_name: str = "the raw references",
+) -> BleuReport:  # fmt: skip
+    """Both BLEUs. ``hyps``/``refs``: Moses-tokenised lines as fairseq's data (``tokenized``),
+    or plain text (Moses-tokenised here for the tokenised BLEU). ``ref_raw``: the untokenised,
+    original-case references for SacreBLEU; without them SacreBLEU uses ``refs`` detokenised.
+    A count mismatch raises :class:`DataError`."""
     import sacrebleu
     from sacremoses import MosesDetokenizer, MosesTokenizer
 
     if len(hyps) != len(refs):
-        raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
+        raise DataError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    if ref_raw is not None and len(ref_raw) != len(hyps):
+        raise DataError(f"{len(hyps)} hypotheses but {len(ref_raw)} lines in {ref_raw_name}: not the same test set")
     hyps, refs = [remove_bpe(h) for h in hyps], [remove_bpe(r) for r in refs]
     if tokenized:
         tok_h, tok_r = hyps, refs
@@ -75,27 +169,33 @@ def score(hyps: list[str], refs: list[str], lang: str = "en", tokenized: bool = 
         tok_h = [tok.tokenize(h, escape=True, return_str=True) for h in hyps]
         tok_r = [tok.tokenize(r, escape=True, return_str=True) for r in refs]
         plain_h, plain_r = hyps, refs
-    tok_bleu = sacrebleu.corpus_bleu(
-        [h.lower() for h in tok_h],
-        [[r.lower() for r in tok_r]],
-        tokenize="none",
-        force=True,  # tokenised on purpose
+    lowercased = all(r == r.lower() for r in refs)
+    if ref_raw is not None:
+        sacre_refs, basis = ref_raw, ref_raw_name
+    else:
+        sacre_refs = plain_r
+        basis = (
+            "the tokenised test set's references, detokenised (no raw references given: not comparable with "
+            "published SacreBLEU)"
+        )
+    metric = sacrebleu.BLEU(lowercase=lowercased)
+    result = metric.corpus_score(plain_h, [sacre_refs])
+    return BleuReport(
+        tokenized_bleu(tok_h, tok_r), lowercased, result.score, str(metric.get_signature()), basis, len(hyps)
     )
-    metric = sacrebleu.BLEU()
-    detok_bleu = metric.corpus_score(plain_h, [plain_r])
-    ratio = tok_bleu.sys_len / max(1, tok_bleu.ref_len)
-    details = f"{'/'.join(f'{p:.1f}' for p in tok_bleu.precisions)} BP={tok_bleu.bp:.3f} ratio={ratio:.3f}"
-    return BleuReport(tok_bleu.score, detok_bleu.score, str(metric.get_signature()), len(hyps), details)
 
 
-def score_files(generate_output: str | Path | None = None, hyp: str | Path | None = None, ref: str | Path | None = None,
-                lang: str = "en", tokenized: bool = True) -> BleuReport:  # fmt: skip
-    """``score`` on fairseq-generate output, or on a hypothesis and a reference file."""
+def score_files(
+    generate_output: str | Path | None = None, hyp: str | Path | None = None, ref: str | Path | None = None,
+    lang: str = "en", tokenized: bool = True, ref_raw: str | Path | None = None,
+) -> BleuReport:  # fmt: skip
+    """``score`` on fairseq-generate output, or on a hypothesis and a reference file;
+    ``ref_raw``: a file of raw references, one a line, in test-set order."""
     if generate_output is not None:
         hyps, refs = read_generate_output(generate_output)
     elif hyp is not None and ref is not None:
-        hyps = Path(hyp).read_text(encoding="utf-8").splitlines()
-        refs = Path(ref).read_text(encoding="utf-8").splitlines()
+        hyps, refs = read_lines(hyp, "hypothesis file"), read_lines(ref, "reference file")
     else:
-        raise ValueError("give --generate-output, or both --hyp and --ref")
-    return score(hyps, refs, lang, tokenized)
+        raise DataError("give --generate-output, or both --hyp and --ref")
+    raw = read_lines(ref_raw, "raw reference file") if ref_raw is not None else None
+    return score(hyps, refs, lang, tokenized, raw, f"the raw references in {ref_raw}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from seqctx.cli import main
+from seqctx.mt.score import score_files
 
 TEXT = Path(__file__).parents[1] / "data" / "text" / "iwslt14_bpe"
 
@@ -42,9 +43,19 @@ def test_tiny_model_learns_then_generates_and_scores(tmp_path, capfd):
     losses = [float(x) for x in re.findall(r"valid on 'valid' subset \| loss ([0-9.]+)", log)]
     assert len(losses) >= 3 and losses[-1] < losses[0] - 1.0, losses  # validation loss goes down
     assert main(["mt", "evaluate", str(path)]) == 0
-    out = "".join(capfd.readouterr())
-    assert "fairseq-generate" in out and "tokenised BLEU" in out and "nrefs:1" in out
+    stdout, stderr = capfd.readouterr()
+    out = stdout + stderr
+    assert "fairseq-generate" in out and "tokenised BLEU" in out and "nrefs:1|case:lc" in out
+    assert "not comparable with published SacreBLEU" in out  # no ref_raw: the line says what it scored against
+    # fairseq/hydra's config dump and fairseq's log go to the log file, and seqctx's lines are printed once
+    log_file = tmp_path / "ckpt" / "generate-test.log"
+    assert "'_name'" not in out and "'_name'" in log_file.read_text() and str(log_file) in stdout
+    assert out.count("average the last 2 saved states") == 1
     averaged = re.findall(r"^  (checkpoint\S+\.pt)  \((\d+) updates\)$", out, flags=re.M)
     assert len(averaged) == 2 and averaged[-1][1] == "200"  # the final state (max-update) is in
     generated = (tmp_path / "ckpt" / "generate-test.txt").read_text()
     assert len(re.findall(r"^H-\d+\t", generated, flags=re.M)) >= 90  # fairseq drops a few invalid-size pairs
+    # the tokenised BLEU is fairseq-generate's own BLEU4 on the same output, to the printed digit
+    fairseq_line = re.search(r"BLEU4 = (.*)$", generated, flags=re.M).group(1)
+    assert str(score_files(tmp_path / "ckpt" / "generate-test.txt").tokenized) == fairseq_line
+    assert f"BLEU4 = {fairseq_line}" in stdout

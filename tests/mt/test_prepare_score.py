@@ -1,10 +1,22 @@
+import gzip
+import random
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from seqctx.mt.prepare import clean_pairs, extract_segments, prepare_iwslt14, prepare_multi30k, strip_train_tags
-from seqctx.mt.score import read_generate_output, remove_bpe, score
+from seqctx.cli import main
+from seqctx.errors import DataError
+from seqctx.mt.prepare import (
+    clean_pairs,
+    extract_segments,
+    plain_apostrophes,
+    prepare_iwslt14,
+    prepare_multi30k,
+    strip_train_tags,
+    tokenize,
+)
+from seqctx.mt.score import read_generate_output, remove_bpe, score, score_files, tokenized_bleu
 
 TEXT = Path(__file__).parents[1] / "data" / "text"
 SETS = [
@@ -68,6 +80,8 @@ def test_prepare_iwslt14_matches_the_reference_tokenisation(tmp_path):
     tok = out / "tok"
     assert (tok / "test.de").read_text().splitlines() == [r[2] for r in expected_test]  # line for line
     assert (tok / "test.en").read_text().splitlines() == [r[3] for r in expected_test]
+    # the raw references SacreBLEU scores against: the segments as released, line for line
+    assert (out / "raw" / "test.en").read_text().splitlines() == [r[1].replace("'", "\u2019") for r in expected_test]
     train = (tok / "train.de").read_text().splitlines() + (tok / "valid.de").read_text().splitlines()
     # 46 sentences + title + description lines, metadata gone; every 23rd pair is valid
     assert len(train) == 48 and len((tok / "valid.de").read_text().splitlines()) == 2
@@ -82,7 +96,8 @@ def test_prepare_iwslt14_matches_the_reference_tokenisation(tmp_path):
 def test_cleaning_and_extraction_rules():
     src, tgt = clean_pairs(["a b c", "a", "x " * 176, "a b c d"], ["a b", "a b c", "x", "a  b c"])
     assert src == ["a b c", "a b c d"] and tgt == ["a b", "a b c"]  # ratio 1.5 and 1-175 tokens
-    assert extract_segments(['<seg id="3"> It\u2019s here. </seg>', "<doc>"]) == ["It's here."]
+    assert extract_segments(['<seg id="3"> It\u2019s here. </seg>', "<doc>"]) == ["It\u2019s here."]  # as released
+    assert plain_apostrophes(["It\u2019s here."]) == ["It's here."]  # before tokenising, as prepare-iwslt14.sh
     assert strip_train_tags(["<url>u</url>", "<title>T</title>", "text"]) == ["T", "text"]
 
 
@@ -94,6 +109,8 @@ def test_prepare_multi30k(tmp_path):
         assert len(de) == len(en) == 300
     first = (out / "tok" / "train.en").read_text().splitlines()[0]
     assert first == first.lower() and " ." in first
+    raw = gzip.open(TEXT / "multi30k_raw" / "test_2016_flickr.en.gz", "rt", encoding="utf-8").read().splitlines()
+    assert (out / "raw" / "test.en").read_text().splitlines() == raw  # the raw references, cased
 
 
 def test_scores_follow_the_papers_protocol(tmp_path):
@@ -105,11 +122,65 @@ def test_scores_follow_the_papers_protocol(tmp_path):
     hyps, refs = read_generate_output(gen)
     assert refs[0] == "it &apos;s a test ."  # sorted by id
     report = score(hyps, refs)
-    assert report.tokenized_bleu == pytest.approx(100.0)
-    assert report.sacrebleu == pytest.approx(100.0) and "tok:13a" in report.signature
+    assert report.tokenized_bleu == pytest.approx(100.0) and report.lowercased
+    assert report.sacrebleu == pytest.approx(100.0) and "case:lc|eff:no|tok:13a" in report.signature
     assert remove_bpe("a@@ b@@ c d") == "abc d"
-    report = score(["The cat sat on a mat."], ["the cat sat on the mat ."], tokenized=False)
-    assert 0 < report.tokenized_bleu < 100  # lowercased and tokenised before scoring
-    with pytest.raises(ValueError, match="matching H-<id> and T-<id>"):
+    report = score(["The cat sat on a mat."], ["The cat sat on the mat."], tokenized=False)
+    assert 0 < report.tokenized_bleu < 100 and "case:mixed" in report.signature  # tokenised before scoring
+    with pytest.raises(DataError, match="matching H-<id> and T-<id>"):
         (tmp_path / "bad.out").write_text("H-0\t-1\tx\n")
         read_generate_output(tmp_path / "bad.out")
+
+
+def fairseq_bleu4(hyps: list[str], refs: list[str]) -> str:
+    """fairseq-generate's scoring: both strings encoded with the target dictionary (new words
+    added), then fairseq's C BLEU scorer."""
+    from fairseq.data import Dictionary
+    from fairseq.scoring.bleu import BleuConfig, Scorer
+
+    d = Dictionary()
+    scorer = Scorer(BleuConfig(pad=d.pad(), eos=d.eos(), unk=d.unk()))
+    for h, r in zip(hyps, refs, strict=True):
+        scorer.add(d.encode_line(r, add_if_not_exist=True), d.encode_line(h, add_if_not_exist=True))
+    return scorer.result_string()
+
+
+def test_tokenized_bleu_is_fairseqs_bleu4():
+    rng = random.Random(0)
+    words = "a b c d e f <unk> <<unk>>".split()
+    for _ in range(300):  # random corpora: empty lines, <unk> on either side, short lines
+        n = rng.randint(1, 5)
+        hyps = [" ".join(rng.choices(words, k=rng.randint(0, 10))) for _ in range(n)]
+        refs = [" ".join(rng.choices(words, k=rng.randint(0, 10))) for _ in range(n)]
+        assert f"BLEU4 = {tokenized_bleu(hyps, refs)}" == fairseq_bleu4(hyps, refs), (hyps, refs)
+    # no 4-gram in common: 0.00 as fairseq prints it (sacrebleu's smoothing would not give 0)
+    hyps, refs = ["the cat sat in a mat", "a dog ran"], ["the cat sat on the mat", "the dog ran"]
+    bleu = tokenized_bleu(hyps, refs)
+    assert bleu.matches[3] == 0 and bleu.score == 0.0 and str(bleu).startswith("0.00, 66.7/42.9/20.0/0.0")
+    assert fairseq_bleu4(hyps, refs) == f"BLEU4 = {bleu}"
+    assert score(hyps, refs).tokenized_bleu == 0.0
+
+
+def test_sacrebleu_against_raw_references(tmp_path):
+    import sacrebleu
+    from sacremoses import MosesDetokenizer
+
+    raw = gzip.open(TEXT / "multi30k_raw" / "test_2016_flickr.en.gz", "rt", encoding="utf-8").read().splitlines()[:40]
+    (tmp_path / "test.en").write_text("\n".join(raw) + "\n")
+    refs = tokenize(raw, "en")  # as prepare writes the tokenised, lowercased test set
+    hyps = [" ".join(r.split()[:-2] + ["a", "."]) for r in refs]  # imperfect translations
+    gen = tmp_path / "gen.out"
+    gen.write_text("".join(f"T-{i}\t{r}\nH-{i}\t-0.5\t{h}\n" for i, (h, r) in enumerate(zip(hyps, refs, strict=True))))
+    report = score_files(gen, ref_raw=tmp_path / "test.en")
+    detok = [MosesDetokenizer(lang="en").detokenize(h.split()) for h in hyps]
+    expected = sacrebleu.corpus_bleu(detok, [raw], lowercase=True)  # a lowercased model: case-insensitive
+    assert report.sacrebleu == pytest.approx(expected.score, abs=1e-9) and 10 < report.sacrebleu < 90
+    assert report.signature == "nrefs:1|case:lc|eff:no|tok:13a|smooth:exp|version:" + sacrebleu.__version__
+    assert f"vs the raw references in {tmp_path / 'test.en'}): {expected.score:.2f}  nrefs:1|case:lc" in str(report)
+    cased = score([tokenize([r], "en", lowercase=False)[0] for r in raw], tokenize(raw, "en", lowercase=False),
+                  ref_raw=raw)  # fmt: skip
+    assert cased.sacrebleu == pytest.approx(100.0) and "case:mixed" in cased.signature and not cased.lowercased
+    (tmp_path / "short.en").write_text("\n".join(raw[:39]) + "\n")
+    with pytest.raises(DataError, match=r"40 hypotheses but 39 lines in the raw references in .*short\.en"):
+        score_files(gen, ref_raw=tmp_path / "short.en")
+    assert main(["mt", "score", "--generate-output", str(gen), "--ref-raw", str(tmp_path / "short.en")]) == 2

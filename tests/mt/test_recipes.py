@@ -116,3 +116,17 @@ else:
     raise AssertionError("loaded a Namespace outside the scope")
 """
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_raw_references_are_checked_before_generating(tmp_path, capsys):
+    missing = tmp_path / "raw" / "test.en"
+    save_dir = f"save_dir={tmp_path / 'ckpt'}"
+    assert main(["mt", "evaluate", str(RECIPE), "--set", f"ref_raw={missing}", "--set", save_dir]) == 2
+    err = capsys.readouterr().err
+    assert f"ref_raw {missing} not found" in err and "--set ref_raw=null" in err
+    missing.parent.mkdir()
+    missing.write_text("A raw reference.\n")
+    assert main(["mt", "evaluate", str(RECIPE), "--set", f"ref_raw={missing}", "--set", save_dir]) == 2
+    assert "no fairseq checkpoints in" in capsys.readouterr().err  # found: the next step speaks
+    assert main(["mt", "evaluate", str(RECIPE), "--dry-run", "--set", "ref_raw=null"]) == 0
+    assert "generate-test.log" in capsys.readouterr().err  # where fairseq-generate's log goes
