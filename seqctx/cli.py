@@ -77,8 +77,9 @@ def _analyze(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from seqctx.video.engine import predict_videos
 
-    failed = []
+    failed, total = [], 0
     for p in predict_videos(args.checkpoint, args.videos, k=5, overrides=args.set):
+        total += 1
         if p.error is not None:
             failed.append(p.video)
             print(f"{p.video}\n  cannot be read: {p.error}", flush=True)
@@ -88,7 +89,7 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"  {score:6.3f}  {name}")
         sys.stdout.flush()
     if failed:
-        print(f"{len(failed)} of {len(args.videos)} videos could not be read: {', '.join(failed)}", file=sys.stderr)
+        print(f"{len(failed)} of {total} videos could not be read: {', '.join(failed)}", file=sys.stderr)
     return int(bool(failed))
 
 
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML config for the data (default: the checkpoint's own)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="folder for NAME.png and NAME.json of each analysis")
-    p.add_argument("--max-videos", type=int, help="the first N videos of data.val_annotation (default: all)")
+    p.add_argument("--max-videos", type=int, help="N videos of data.val_annotation, across its classes (default: all)")
     p.add_argument("--compare", metavar="OTHER_CKPT", help="a second model beside the first (e.g. a baseline)")
     p.add_argument("--only", help="comma-separated analyses (default: all that apply): gct_gating, "
                    "class_selectivity, channel_sparsity, cgc_gates")  # fmt: skip
@@ -265,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-5 classes of video files (model and preprocessing from the checkpoint)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. data.backend=pyav")
-    p.add_argument("videos", nargs="+")
+    p.add_argument("videos", nargs="+", help="video files, or folders of videos")
     p.set_defaults(func=_predict)
 
     mt = sub.add_parser("mt", help="machine translation with fairseq").add_subparsers(dest="mt_command", required=True)

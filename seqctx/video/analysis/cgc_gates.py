@@ -17,6 +17,7 @@ from seqctx.modules.gated_conv import gate_from_logits
 from .passes import Batch, Hook, Rerun, layer_names
 
 NAME = "cgc_gates"
+NEEDS_CLASSES = False
 BINS = torch.linspace(0, 1, 51)
 CGC = (ContextGatedConv1d, ContextGatedConv2d, ContextGatedConv3d)
 

@@ -16,6 +16,7 @@ from seqctx.video.engine.train import backbone_norms
 from .passes import Batch, Hook, Rerun
 
 NAME = "channel_sparsity"
+NEEDS_CLASSES = True  # top-1 under channel dropping: meaningless over videos of one class
 THRESHOLD = 1e-3
 DROP_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 

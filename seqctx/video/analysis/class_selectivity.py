@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from .passes import Batch, Hook, Rerun
 
 NAME = "class_selectivity"
+NEEDS_CLASSES = True  # class-conditional means: meaningless over videos of one class
 BINS = torch.linspace(0, 1, 41)
 
 

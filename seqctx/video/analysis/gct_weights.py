@@ -16,6 +16,7 @@ from seqctx.modules import GCT
 from .passes import Batch, Hook, Rerun, layer_names
 
 NAME = "gct_gating"
+NEEDS_CLASSES = False
 BINS = torch.linspace(-3, 3, 61)
 
 

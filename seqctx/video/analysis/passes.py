@@ -5,11 +5,12 @@ processes, and the files an analysis writes (``NAME.png``, ``NAME.json``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
@@ -39,12 +40,26 @@ Hook = Callable[[nn.Module, tuple[Tensor, ...], Tensor], Tensor | None]
 Rerun = Callable[[list[tuple[nn.Module, Hook]]], float]  # top-1 (%) of another pass with extra hooks
 
 
-def analysis_loader(cfg: Config, max_videos: int | None) -> DataLoader:
-    """The evaluation set (``data.val_annotation``; the first ``max_videos`` videos), one view per
-    video, this process's share of it."""
-    dataset = make_dataset(cfg, train=False, clips=1, crops=1)
+def across_classes(labels: np.ndarray, count: int) -> list[int]:
+    """``count`` positions of ``labels`` drawn round-robin over the classes (the first video of
+    each class, then the second, ...; classes in order of first appearance, unlabelled videos as
+    one more class), returned in file order: as many classes as ``count`` allows."""
+    _, first, codes = np.unique(labels, return_index=True, return_inverse=True)
+    class_order = np.argsort(np.argsort(first))[codes]  # each video's class, numbered by first appearance
+    rank_in_class = np.zeros(len(labels), np.int64)
+    for c in range(len(first)):
+        members = np.flatnonzero(codes == c)
+        rank_in_class[members] = np.arange(len(members))
+    chosen = np.lexsort((np.arange(len(labels)), class_order, rank_in_class))[:count]
+    return sorted(chosen.tolist())
+
+
+def analysis_loader(cfg: Config, max_videos: int | None, classes: Sequence[str] | None = None) -> DataLoader:
+    """The evaluation set (``data.val_annotation``; ``max_videos`` of it drawn across the classes,
+    :func:`across_classes`) with the run's ``classes``, one view per video, this process's share."""
+    dataset = make_dataset(cfg, train=False, clips=1, crops=1, classes=classes)
     if max_videos is not None and max_videos < len(dataset):
-        dataset = Subset(dataset, range(max_videos))  # type: ignore[assignment]
+        dataset = Subset(dataset, across_classes(dataset.index.labels, max_videos))  # type: ignore[assignment]
     rank, world = rank_and_world()
     return make_loader(cfg, dataset, EpochSampler(len(dataset), shuffle=False, rank=rank, world=world, pad=False),
                        cfg.data.batch_size)  # type: ignore[arg-type]  # fmt: skip

@@ -13,8 +13,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
 
 from seqctx.errors import ConfigError
 from seqctx.video.engine.distributed import init_distributed, is_main, local_device
@@ -38,10 +40,18 @@ class Outcome:
     skipped: bool = False
 
 
-def measure(model: nn.Module, cfg: Any, analyses: Sequence[ModuleType], max_videos: int | None,
+def labels_of(loader: DataLoader) -> np.ndarray:
+    """The class indices of the videos a loader reads (all processes' shares together)."""
+    dataset = loader.dataset
+    if isinstance(dataset, Subset):
+        return dataset.dataset.index.labels[np.asarray(dataset.indices)]
+    return dataset.index.labels
+
+
+def measure(model: nn.Module, loader: DataLoader, analyses: Sequence[ModuleType],
             device: torch.device) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Each analysis's numbers for one model (all processes take part; each gets the totals)."""
-    loader = analysis_loader(cfg, max_videos)
+    """Each analysis's numbers for one model over ``loader``'s videos (all processes take part;
+    each gets the totals)."""
     batch = Batch()
     states: dict[str, dict[str, Any]] = {a.NAME: {} for a in analyses}
     hooks = [h for a in analyses for h in a.hooks(model, batch, states[a.NAME])]
@@ -66,12 +76,16 @@ def analyze(
     cfg_path: str | Path | None, checkpoint: str | Path, out: str | Path, max_videos: int | None = None,
     compare: str | Path | None = None, only: Sequence[str] | None = None, overrides: Sequence[str] = (),
 ) -> list[Outcome]:  # fmt: skip
-    """Run the analyses (``only``: some of :data:`ANALYSES`) on ``checkpoint`` over the first
-    ``max_videos`` videos of ``data.val_annotation``; ``compare``: a second checkpoint shown beside
-    it where an analysis compares models (class selectivity, channel dropping and sparsity)."""
+    """Run the analyses (``only``: some of :data:`ANALYSES`) on ``checkpoint`` over
+    ``max_videos`` videos of ``data.val_annotation`` drawn across its classes; ``compare``: a
+    second checkpoint shown beside it where an analysis compares models (class selectivity,
+    channel dropping and sparsity). Analyses that need classes (``NEEDS_CLASSES``) are skipped,
+    with the reason, when the videos read hold fewer than two."""
     unknown = sorted(set(only or ()) - set(ANALYSES))
     if unknown:
         raise ConfigError(f"unknown analysis {unknown[0]!r} (--only); valid: {', '.join(ANALYSES)}")
+    if max_videos is not None and max_videos < 1:
+        raise ConfigError(f"--max-videos must be >= 1 (or left out: every video), got {max_videos}")
     out = Path(out)
     models = {Path(checkpoint).parent.name or "model": load_trained_model(cfg_path, checkpoint, overrides)}
     if compare is not None:
@@ -79,19 +93,24 @@ def analyze(
     cfg, first, _ = next(iter(models.values()))
     device = local_device(cfg.train.device)
     init_distributed(device)
+    loaders = {label: analysis_loader(m_cfg, max_videos, names or None) for label, (m_cfg, _, names) in models.items()}
+    labels = labels_of(next(iter(loaders.values())))
+    seen = len(np.unique(labels[labels >= 0]))
     outcomes, chosen = [], []
     for name, analysis in ANALYSES.items():
         if only and name not in only:
             continue
         reason = analysis.applies(first)
+        if reason is None and analysis.NEEDS_CLASSES and seen < 2:
+            reason = f"it compares classes, and the {len(labels)} videos read hold {seen} labelled class(es)"
         if reason is not None:
             outcomes.append(Outcome(name, f"{name}: skipped ({reason})", skipped=True))
         else:
             chosen.append(analysis)
     results: dict[str, dict[str, dict[str, Any]]] = {a.NAME: {} for a in chosen}
-    for label, (mcfg, model, _) in models.items():
+    for label, (_, model, _) in models.items():
         applicable = [a for a in chosen if a.applies(model) is None]
-        for name, numbers in measure(model.to(device), mcfg, applicable, max_videos, device).items():
+        for name, numbers in measure(model.to(device), loaders[label], applicable, device).items():
             results[name][label] = numbers
     for analysis in chosen:
         line = f"{analysis.NAME}: {analysis.summary(results[analysis.NAME])}"

@@ -14,12 +14,12 @@ from .datasets import (
     SomethingSomethingV2,
     VideoDataset,
     VideoListDataset,
-    VideoRecord,
     build_dataset,
     collate_clips,
     detect_format,
 )
 from .decode import BACKENDS, Backend, VideoError, open_video, read_frames
+from .index import StringTable, VideoIndex, VideoRecord
 from .sampling import Clips, build_sampler, sample_dense, sample_segments
 from .synthetic import SynthConfig, generate_synthetic
 from .transforms import build_transform, fold_views, normalize_clips
@@ -37,6 +37,8 @@ __all__ = [
     "SynthConfig",
     "VideoDataset",
     "VideoError",
+    "VideoIndex",
+    "StringTable",
     "VideoListDataset",
     "VideoRecord",
     "build_dataset",

@@ -30,9 +30,9 @@ class _Probe(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> VideoStatus:
-        record = self.dataset.records[i]
+        record = self.dataset.index[i]
         try:
-            path = self.dataset.resolve(record)
+            path = self.dataset.path(i)
         except VideoError as e:
             return VideoStatus(record.id, "", "missing", reason=str(e))
         try:

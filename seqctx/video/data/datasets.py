@@ -3,8 +3,11 @@
 Each item is ``(views, label, meta)``: the transformed views ``(V, 3, T, H, W)`` (``V = 1`` in
 training; clips x crops in multi-view testing), the class index (-1 when unlabelled) and a dict
 with the video's ``id``, ``path`` and ``index``. The path of the data:
-annotation -> record -> sampler (clips of frame indices) -> ``read_frames`` -> transform; :func:`collate_clips`
-batches items for the DataLoader.
+annotation -> index (:class:`~.index.VideoIndex`) -> video path (the data set's layout, found once)
+-> sampler (clips of frame indices) -> ``read_frames`` -> transform; :func:`collate_clips` batches
+items for the DataLoader.
+
+Annotation files are read BOM-safe (``utf-8-sig``: what spreadsheet tools write).
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import csv
 import json
 import logging
 import multiprocessing as mp
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +28,7 @@ from torch.utils.data import Dataset, default_collate
 from seqctx.errors import DataError
 
 from .decode import VideoError, open_video
+from .index import VideoIndex
 from .sampling import Clips, build_sampler
 
 log = logging.getLogger(__name__)
@@ -33,23 +37,27 @@ Sampler = Callable[..., Clips]  # sampler(num_frames, rng=generator) -> clips of
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 ON_ERROR = ("replace", "drop", "raise")
 LOAD_ERRORS = (VideoError, OSError, RuntimeError, ValueError)
+ENCODING = "utf-8-sig"  # annotation files: UTF-8 with or without a byte-order mark
+LAYOUT_PROBES = 10  # videos tried, from the start of the list, to find a data set's layout
 
 
-@dataclass(frozen=True)
-class VideoRecord:
-    """One annotated video: where it is (a file, a frame folder, or candidate paths to try)."""
-
-    id: str
-    label: int
-    candidates: tuple[Path, ...]
-    num_frames: int | None = None  # known for frame folders listed with their count
+def _exists(path: str) -> bool:
+    """``os.path.exists``: False, not an error, for a name the file system cannot hold (too long)."""
+    return os.path.exists(path)
 
 
 class VideoDataset(Dataset):
-    """Shared machinery: sampling, decoding, transforms and the ``on_error`` policy.
+    """Shared machinery: where videos are, sampling, decoding, transforms and the ``on_error`` policy.
+
+    A video's path is one of ``root / template / extension`` (:attr:`templates` x
+    :attr:`extensions`, templates formatted with :meth:`fields`). The combination that holds
+    the data set is found once, from its first videos (:meth:`find_layout`; ``check_found`` in
+    the engine), and tried first for every video: one ``stat`` per item, the others only for a
+    video that is not there.
 
     Args:
-        records: the annotated videos.
+        index: the annotated videos (:class:`~.index.VideoIndex`).
+        root: the folder the paths are relative to.
         sampler: ``sampler(num_frames, rng=generator) -> clips`` (a list of clips, each a list of
             frame indices), e.g. ``build_sampler("segments", train=True, num_segments=8)``;
             default: the 8 segment centres.
@@ -69,9 +77,13 @@ class VideoDataset(Dataset):
             processes, and exactly reproducible when a run resumes.
     """
 
+    templates: tuple[str, ...] = ("{id}",)  # relative paths, tried in this order
+    extensions: tuple[str, ...] = ("",)
+
     def __init__(
         self,
-        records: Sequence[VideoRecord],
+        index: VideoIndex,
+        root: str | Path,
         sampler: Sampler | None = None,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         on_error: str = "replace",
@@ -81,9 +93,9 @@ class VideoDataset(Dataset):
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        if not records:
-            raise DataError("the annotation file lists no videos")
-        self.records = list(records)
+        self.index = index
+        self.root = str(root)
+        self._layout: tuple[str, str] | None = None  # (template, extension) found by find_layout
         self.sampler = sampler or build_sampler("segments", train=False)
         self.transform = transform
         self.on_error = on_error
@@ -112,19 +124,55 @@ class VideoDataset(Dataset):
             self._failures.value = 0
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.index)
 
-    def resolve(self, record: VideoRecord) -> Path:
-        for path in record.candidates:
-            if path.exists():
-                return path
-        tried = ", ".join(str(p) for p in record.candidates[:3])
-        raise VideoError(f"video {record.id!r} not found (looked for {tried})")
+    @property
+    def records(self) -> VideoIndex:
+        return self.index
+
+    def fields(self, i: int) -> dict[str, str]:
+        """The values :attr:`templates` are formatted with for video ``i``."""
+        return {"id": self.index.ids[i]}
+
+    def _relative(self, template: str, fields: dict[str, str]) -> str:
+        return "/".join(part for part in template.format(**fields).split("/") if part)  # empty fields drop out
+
+    def candidates(self, i: int) -> Iterator[str]:
+        """The paths video ``i`` may have, the data set's layout first, each once."""
+        fields, seen = self.fields(i), set()
+        order = [self._layout] if self._layout else []
+        for layout in order + [(t, e) for t in self.templates for e in self.extensions]:
+            path = os.path.join(self.root, self._relative(layout[0], fields) + layout[1])
+            if path not in seen:
+                seen.add(path)
+                yield path
+
+    def find_layout(self, count: int = LAYOUT_PROBES) -> bool:
+        """Find the (template, extension) that holds the first of the first ``count`` videos that
+        exists; False when none does."""
+        for i in range(min(count, len(self))):
+            fields = self.fields(i)
+            for t in self.templates:
+                for e in self.extensions:
+                    if _exists(os.path.join(self.root, self._relative(t, fields) + e)):
+                        self._layout = (t, e)
+                        return True
+        return False
+
+    def path(self, i: int) -> Path:
+        """Where video ``i`` is; :class:`VideoError` naming where it looked when it is nowhere."""
+        tried = []
+        for path in self.candidates(i):
+            if _exists(path):
+                return Path(path)
+            tried.append(path)
+        shown = ", ".join(tried[:3]) + (f", ... ({len(tried)} paths)" if len(tried) > 3 else "")
+        raise VideoError(f"video {self.index.ids[i]!r} not found (looked for {shown})")
 
     def load(self, index: int) -> tuple[torch.Tensor, int, dict[str, object]]:
         """Item ``index`` with no error policy: raises :class:`VideoError`."""
-        record = self.records[index]
-        path = self.resolve(record)
+        record = self.index[index]
+        path = self.path(index)
         source = open_video(path, self.backend)  # opened here, in the worker
         rng = np.random.default_rng([self.seed, self.epoch, index])
         clips = self.sampler(source.num_frames, rng=rng)
@@ -144,7 +192,7 @@ class VideoDataset(Dataset):
     def _count_failure(self, index: int, error: Exception, action: str) -> None:
         with self._failures.get_lock():
             self._failures.value += 1
-        key = str(self.records[index].id)
+        key = self.index.ids[index]
         if key not in self._logged:
             self._logged.add(key)
             log.warning("%s video %s: %s", action, key, error)
@@ -157,8 +205,8 @@ class VideoDataset(Dataset):
                 return self.load(index)
             except LOAD_ERRORS as e:
                 self._count_failure(index, e, "leaving out")
-                record = self.records[index]
-                return None, record.label, {"id": record.id, "path": "", "index": index, "error": str(e)}
+                label = int(self.index.labels[index])
+                return None, label, {"id": self.index.ids[index], "path": "", "index": index, "error": str(e)}
         for attempt in range(min(len(self), 20)):
             j = (index + attempt * 7919) % len(self)  # deterministic replacement
             try:
@@ -167,22 +215,23 @@ class VideoDataset(Dataset):
                 self._count_failure(j, e, "replacing")
         raise VideoError(f"20 videos in a row failed to load, starting at item {index}; check the data set")
 
-    def check_found(self, count: int = 5) -> None:
-        """Raise :class:`DataError` when none of the first ``count`` videos exists: a wrong
-        ``root`` (or annotation) found before any work starts; the message says where it looked."""
-        head = self.records[:count]
-        for record in head:
-            if any(path.exists() for path in record.candidates):
-                return
-        looked = "; ".join(str(r.candidates[0]) for r in head[:3])
+    def check_found(self, count: int = LAYOUT_PROBES) -> None:
+        """Find the layout (:meth:`find_layout`); raise :class:`DataError` when none of the first
+        ``count`` videos exists: a wrong ``root`` (or annotation) found before any work starts,
+        the message says where it looked."""
+        if self.find_layout(count):
+            return
+        fields = self.fields(0)
+        looked = "; ".join(dict.fromkeys(os.path.join(self.root, self._relative(t, fields)) for t in self.templates))
         raise DataError(
-            f"none of the first {len(head)} videos of the annotation file exists (looked for {looked}, ...); "
+            f"none of the first {min(count, len(self))} videos of the annotation file exists (for the first, "
+            f"looked for {looked}, with extensions {', '.join(e or '(none)' for e in self.extensions)}); "
             "check data.root and the annotation file"
         )
 
     def max_label(self) -> int:
         """The largest class index in the annotations (-1 when nothing is labelled)."""
-        return max(r.label for r in self.records)
+        return int(self.index.labels.max())
 
 
 def collate_clips(
@@ -203,38 +252,73 @@ def collate_clips(
 
 def read_label_list(path: str | Path) -> list[str]:
     """One class name per line (blank lines ignored)."""
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    return [line.strip() for line in Path(path).read_text(encoding=ENCODING).splitlines() if line.strip()]
 
 
-def _label_index(classes: Sequence[str], label: str, source: str | Path) -> int:
-    try:
-        return classes.index(label)
-    except ValueError:
-        raise DataError(f"{source}: label {label!r} is not in the label map ({len(classes)} classes)") from None
+def _class_lookup(classes: Sequence[str], origin: str) -> Callable[[str, str], int]:
+    """``lookup(label, where) -> index`` in ``classes``; a name not in it raises :class:`DataError`
+    naming the label, ``where`` it was read (file and line) and where the class list came from."""
+    position = {name: i for i, name in enumerate(classes)}
+
+    def lookup(label: str, where: str) -> int:
+        if label not in position:
+            raise DataError(
+                f"{where}: label {label!r} is not in {origin} ({len(classes)} classes); a run uses one class list "
+                "for every split"
+            )
+        return position[label]
+
+    return lookup
 
 
 class KineticsDataset(VideoDataset):
     """Kinetics-400/600/700 from the official CSV (``label,youtube_id,time_start,time_end,split
-    [,is_cc]``). Videos are found as ``{root}/{split}/{label}/{id}_{start:06d}_{end:06d}.{ext}``,
-    flat ``{root}/{id}_{start:06d}_{end:06d}.{ext}`` or ``{root}/{id}.{ext}``, for any extension
-    decord opens. Class index = position in the sorted label names, or in ``label_map``."""
+    [,is_cc]``); the video of a row is ``{id} = {youtube_id}_{start:06d}_{end:06d}`` in one of the
+    layouts of :attr:`templates` (``{root}/{split}/{label}/{id}``, ``{root}/{split}/{id}``,
+    ``{root}/{label}/{id}``, ``{root}/{id}``, ``{root}/{youtube_id}``), any extension decord opens.
 
-    def __init__(self, csv_file: str | Path, root: str | Path, label_map: str | Path | None = None, **kwargs) -> None:
-        root = Path(root)
-        with open(csv_file, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if rows and not {"youtube_id", "time_start", "time_end"} <= set(rows[0]):
-            raise DataError(f"{csv_file}: expected the Kinetics columns label,youtube_id,time_start,time_end,split")
-        classes = read_label_list(label_map) if label_map else sorted({r["label"] for r in rows if r.get("label")})
-        records = []
-        for r in rows:
-            stem = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}"
-            label = _label_index(classes, r["label"], csv_file) if r.get("label") else -1
-            dirs = [root / r.get("split", "") / r.get("label", ""), root]
-            names = [stem, r["youtube_id"]]
-            cands = tuple(d / (n + ext) for d in dirs for n in names for ext in VIDEO_EXTENSIONS)
-            records.append(VideoRecord(stem, label, cands))
-        super().__init__(records, classes=classes, **kwargs)
+    Class indices: positions in ``classes`` (the run's list, as a checkpoint saved it), else in
+    ``label_map``, else in the sorted label names of this file (a training annotation). A label
+    outside the list is a :class:`DataError` naming it and its line."""
+
+    templates = ("{split}/{label}/{id}", "{split}/{id}", "{label}/{id}", "{id}", "{youtube_id}")
+    extensions = VIDEO_EXTENSIONS
+
+    def __init__(
+        self, csv_file: str | Path, root: str | Path, label_map: str | Path | None = None,
+        classes: Sequence[str] | None = None, **kwargs,
+    ) -> None:  # fmt: skip
+        with open(csv_file, newline="", encoding=ENCODING) as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            rows = list(reader)
+        columns = {name: i for i, name in enumerate(header)}
+        if not {"youtube_id", "time_start", "time_end"} <= set(columns):
+            raise DataError(
+                f"{csv_file}: expected the Kinetics columns label,youtube_id,time_start,time_end,split; "
+                f"the header is {','.join(header)!r}"
+            )
+        yid, start, end = columns["youtube_id"], columns["time_start"], columns["time_end"]
+        lab, split = columns.get("label"), columns.get("split")
+        if classes:
+            classes, origin = list(classes), "the run's class list"
+        elif label_map:
+            classes, origin = read_label_list(label_map), f"the label map {label_map}"
+        else:
+            classes, origin = sorted({r[lab] for r in rows if lab is not None and r[lab]}), f"the labels of {csv_file}"
+        lookup = _class_lookup(classes, origin)
+        ids, labels, splits = [], [], []
+        for n, r in enumerate(rows, 2):
+            ids.append(f"{r[yid]}_{int(float(r[start])):06d}_{int(float(r[end])):06d}")
+            labels.append(lookup(r[lab], f"{csv_file}, line {n}") if lab is not None and r[lab] else -1)
+            splits.append(r[split] if split is not None else "")
+        index = VideoIndex(ids, labels, groups=splits, source=csv_file, lines=range(2, len(rows) + 2))
+        super().__init__(index, root, classes=classes, **kwargs)
+
+    def fields(self, i: int) -> dict[str, str]:
+        vid, label = self.index.ids[i], int(self.index.labels[i])
+        return {"id": vid, "youtube_id": vid.rsplit("_", 2)[0], "split": self.index.group(i),
+                "label": self.classes[label] if label >= 0 else ""}  # fmt: skip
 
 
 def ssv2_template(template: str) -> str:
@@ -242,29 +326,37 @@ def ssv2_template(template: str) -> str:
     return template.replace("[", "").replace("]", "")
 
 
+def _read_json(path: str | Path) -> object:
+    try:
+        return json.loads(Path(path).read_text(encoding=ENCODING))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid JSON: {e}") from None
+
+
 class SomethingSomethingV2(VideoDataset):
     """Something-Something v2: the official JSON (``id``, ``label``, ``template``,
     ``placeholders``; the test JSON has ``id`` only), the labels JSON (``template -> "index"``)
-    and videos ``{root}/{id}.webm``."""
+    and videos ``{root}/{id}.webm`` (or ``.mp4``)."""
+
+    extensions = (".webm", ".mp4")
 
     def __init__(self, json_file: str | Path, labels_file: str | Path, root: str | Path, **kwargs) -> None:
-        root = Path(root)
-        label_ids = {k: int(v) for k, v in json.loads(Path(labels_file).read_text()).items()}
+        label_ids = {k: int(v) for k, v in _read_json(labels_file).items()}  # type: ignore[union-attr]
         classes = [""] * len(label_ids)
         for name, i in label_ids.items():
             classes[i] = name
-        records = []
-        for entry in json.loads(Path(json_file).read_text()):
+        ids, labels = [], []
+        for entry in _read_json(json_file):  # type: ignore[union-attr]
             if "template" in entry:
                 key = ssv2_template(entry["template"])
                 if key not in label_ids:
                     raise DataError(f"{json_file}: template {key!r} of video {entry['id']} is not in {labels_file}")
-                label = label_ids[key]
+                labels.append(label_ids[key])
             else:
-                label = -1
-            vid = str(entry["id"])
-            records.append(VideoRecord(vid, label, tuple(root / f"{vid}{ext}" for ext in (".webm", ".mp4"))))
-        super().__init__(records, classes=classes, **kwargs)
+                labels.append(-1)
+            ids.append(str(entry["id"]))
+        kwargs.pop("classes", None)  # the labels file is the class list
+        super().__init__(VideoIndex(ids, labels, source=json_file), root, classes=classes, **kwargs)
 
 
 class SomethingSomethingV1(VideoDataset):
@@ -272,17 +364,19 @@ class SomethingSomethingV1(VideoDataset):
     name per line) and JPEG frame folders ``{root}/{id}/00001.jpg``."""
 
     def __init__(self, csv_file: str | Path, labels_file: str | Path, root: str | Path, **kwargs) -> None:
-        root = Path(root)
         classes = read_label_list(labels_file)
-        records = []
-        for line in Path(csv_file).read_text().splitlines():
+        lookup = _class_lookup(classes, f"the labels file {labels_file}")
+        ids, labels, lines = [], [], []
+        for n, line in enumerate(Path(csv_file).read_text(encoding=ENCODING).splitlines(), 1):
             if not line.strip():
                 continue
             vid, _, name = line.strip().partition(";")
-            label = _label_index(classes, name, csv_file) if name else -1
-            records.append(VideoRecord(vid, label, (root / vid,)))
+            ids.append(vid)
+            labels.append(lookup(name, f"{csv_file}, line {n}") if name else -1)
+            lines.append(n)
         kwargs.setdefault("backend", "frames")
-        super().__init__(records, classes=classes, **kwargs)
+        kwargs.pop("classes", None)  # the labels file is the class list
+        super().__init__(VideoIndex(ids, labels, source=csv_file, lines=lines), root, classes=classes, **kwargs)
 
 
 class VideoListDataset(VideoDataset):
@@ -290,10 +384,8 @@ class VideoListDataset(VideoDataset):
     paths relative to ``root``; so any other data set works."""
 
     def __init__(self, list_file: str | Path, root: str | Path, classes: Sequence[str] = (), **kwargs) -> None:
-        root = Path(root)
-        records = []
-        folders = False
-        for n, line in enumerate(Path(list_file).read_text().splitlines(), 1):
+        ids, labels, frames, lines = [], [], [], []
+        for n, line in enumerate(Path(list_file).read_text(encoding=ENCODING).splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
@@ -303,12 +395,14 @@ class VideoListDataset(VideoDataset):
                     f"folder), whitespace-separated, numbers as whole numbers, and no spaces in the path; "
                     f"got {line!r}"
                 )
-            folders = len(parts) == 3
-            frames = int(parts[1]) if folders else None
-            records.append(VideoRecord(parts[0], int(parts[-1]), (root / parts[0],), frames))
-        if folders:
+            ids.append(parts[0])
+            labels.append(int(parts[-1]))
+            frames.append(int(parts[1]) if len(parts) == 3 else -1)
+            lines.append(n)
+        if frames and frames[-1] >= 0:
             kwargs.setdefault("backend", "frames")
-        super().__init__(records, classes=classes, **kwargs)
+        index = VideoIndex(ids, labels, frames, source=list_file, lines=lines)
+        super().__init__(index, root, classes=classes, **kwargs)
 
 
 DatasetFormat = Literal["kinetics", "ssv2", "ssv1", "list"]
@@ -325,7 +419,7 @@ def detect_format(annotation: str | Path) -> str:
     path = Path(annotation)
     if path.suffix == ".json":
         return "ssv2"
-    with open(path) as f:
+    with open(path, encoding=ENCODING) as f:
         first = f.readline()
     if "youtube_id" in first:
         return "kinetics"
@@ -335,10 +429,13 @@ def detect_format(annotation: str | Path) -> str:
 
 
 def build_dataset(
-    annotation: str | Path, root: str | Path, labels: str | Path | None = None, format: str | None = None, **kwargs
-) -> VideoDataset:
+    annotation: str | Path, root: str | Path, labels: str | Path | None = None, format: str | None = None,
+    classes: Sequence[str] | None = None, **kwargs,
+) -> VideoDataset:  # fmt: skip
     """The dataset for an annotation file (format detected unless given); ``labels`` is the
-    labels file of SSv1/SSv2 or Kinetics' optional label map; ``kwargs`` go to the dataset."""
+    labels file of SSv1/SSv2 or Kinetics' optional label map; ``classes`` the run's class list
+    (Kinetics' label indices; the names of a list file's labels), when the run has decided it;
+    ``kwargs`` go to the dataset."""
     for what, path in (("annotation file", annotation), ("labels file", labels)):
         if path is not None and not Path(path).is_file():
             raise DataError(f"{what} {path} not found")
@@ -350,6 +447,6 @@ def build_dataset(
             raise DataError(f"{annotation}: the {fmt} format needs its labels file (data.labels / --labels)")
         return DATASET_TYPES[fmt](annotation, labels, root, **kwargs)
     if fmt == "kinetics":
-        return KineticsDataset(annotation, root, label_map=labels, **kwargs)
-    classes = read_label_list(labels) if labels else ()
-    return VideoListDataset(annotation, root, classes=classes, **kwargs)
+        return KineticsDataset(annotation, root, label_map=labels, classes=classes, **kwargs)
+    names = classes or (read_label_list(labels) if labels else ())
+    return VideoListDataset(annotation, root, classes=names, **kwargs)

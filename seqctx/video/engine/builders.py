@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -69,24 +69,34 @@ def memory_format(cfg: Config) -> torch.memory_format:
 
 
 def make_dataset(
-    cfg: Config, train: bool, annotation: str | None = None, clips: int | None = None, crops: int | None = None
-) -> VideoDataset:
-    """The training set (``data.on_error`` policy) or the evaluation set (``data.val_annotation``
+    cfg: Config, train: bool, annotation: str | None = None, clips: int | None = None, crops: int | None = None,
+    classes: Sequence[str] | None = None, test: bool = True,
+) -> VideoDataset:  # fmt: skip
+    """The training set (``data.on_error`` policy) or an evaluation set (``data.val_annotation``
     unless ``annotation`` is given; unreadable videos are left out and reported, never replaced),
-    with its first videos checked to exist."""
+    with its layout found and its first videos checked to exist.
+
+    Evaluation views: ``clips`` x ``crops`` when given; else the test protocol
+    (``data.test_clips`` x ``data.test_crops`` crops of ``data.test_crop_size``) when ``test``,
+    validation's (``data.val_clips`` x ``data.val_crops`` of ``data.size``) otherwise.
+    ``classes``: the run's class list (the training set's, or a checkpoint's), so that every
+    split of a run maps a label name to the same index."""
     d = cfg.data
+    default_clips, default_crops = (d.test_clips, d.test_crops) if test else (d.val_clips, d.val_crops)
     sampler = build_sampler(
         d.sampler, train=train, num_segments=cfg.model.num_segments, frame_interval=d.frame_interval,
-        num_clips=clips or d.test_clips,
+        num_clips=clips or default_clips,
     )  # fmt: skip
+    crop_size = (d.test_crop_size or d.size) if test and not train else d.size
     transform = build_transform(
-        train, size=d.size, scale_size=d.scale_size, crop=d.crop, flip=d.flip, test_crops=crops or d.test_crops
-    )
+        train, size=crop_size, scale_size=d.scale_size or d.size * 256 // 224, crop=d.crop, flip=d.flip,
+        test_crops=crops or default_crops,
+    )  # fmt: skip
     annotation = annotation or (d.train_annotation if train else d.val_annotation)
     if not annotation:
         raise DataError(f"no {'data.train_annotation' if train else 'data.val_annotation'} to read videos from")
     dataset = build_dataset(
-        annotation, d.root, d.labels, d.format,
+        annotation, d.root, d.labels, d.format, classes=classes,
         sampler=sampler, transform=transform, on_error=d.on_error if train else "drop", backend=d.backend,
         seed=cfg.train.seed,
     )  # fmt: skip

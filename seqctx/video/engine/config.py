@@ -52,8 +52,12 @@ class DataConfig:
     scale_size: int | None = None
     crop: Literal["multiscale", "random_resized"] = "multiscale"
     flip: bool = True
-    test_clips: int = 1
+    test_clips: int = 1  # the test protocol (`seqctx test`): clips x crops of test_crop_size
     test_crops: Literal[1, 3, 10] = 1
+    test_crop_size: int | None = None  # default: size (TSM's full-resolution testing: 256 after scale_size 256)
+    val_clips: int = 1  # validation inside `seqctx train`, every eval_every epochs: clips x centre crops of size
+    val_crops: Literal[1, 3, 10] = 1
+    test_batch_clips: int | None = None  # clips per evaluation forward (a video's views may span two); batch_size
     batch_size: int = 8
     workers: int = 2
     prefetch_factor: int = 2  # batches each loader worker prepares ahead
@@ -113,7 +117,8 @@ MOVED = {"model.input_size": "data.size is the one knob (the model is built for 
 # Keys with a lower bound.
 MINIMUM: dict[str, float] = {
     "model.num_classes": 1, "model.num_segments": 1, "model.width": 1,
-    "data.frame_interval": 1, "data.size": 1, "data.scale_size": 1, "data.test_clips": 1, "data.batch_size": 1,
+    "data.frame_interval": 1, "data.size": 1, "data.scale_size": 1, "data.test_clips": 1, "data.val_clips": 1,
+    "data.test_crop_size": 1, "data.test_batch_clips": 1, "data.batch_size": 1,
     "data.workers": 0, "data.prefetch_factor": 1,
     "optim.lr": 0, "optim.weight_decay": 0, "optim.step_size": 1, "optim.warmup_epochs": 0,
     "train.epochs": 1, "train.accumulate": 1, "train.eval_every": 1, "train.checkpoint_every": 0,
@@ -227,6 +232,15 @@ def _validate(cfg: Config) -> Config:
         value = getattr(getattr(cfg, section), name)
         if value is not None and value < low:
             raise ConfigError(f"config key {key!r} must be >= {low:g}, got {value!r}")
+    d = cfg.data
+    check_views(d.sampler, d.test_clips, "data.test_clips")
+    check_views(d.sampler, d.val_clips, "data.val_clips")
+    scale = d.scale_size or d.size * 256 // 224
+    if d.test_crop_size is not None and d.test_crop_size > scale:
+        raise ConfigError(
+            f"config key 'data.test_crop_size' is {d.test_crop_size}, larger than the frames' short side after "
+            f"resizing (data.scale_size, {scale}); raise data.scale_size or lower data.test_crop_size"
+        )
     m = cfg.model
     info = MODELS.get(m.name)
     if info is None:
@@ -237,6 +251,18 @@ def _validate(cfg: Config) -> Config:
             f"valid choices: null, {', '.join(info.contexts)}"
         )
     return cfg
+
+
+def check_views(sampler: str, clips: int, key: str) -> None:
+    """Clips a sampler can test with: at least 1; segment sampling tests with 1 clip (the segment
+    centres) or 2 (TSM's twice-sampling: centres and starts). :class:`ConfigError` naming ``key``."""
+    if clips < 1:
+        raise ConfigError(f"{key} must be >= 1, got {clips}")
+    if sampler == "segments" and clips not in (1, 2):
+        raise ConfigError(
+            f"{key}={clips}: segment sampling (data.sampler=segments, TSN/TSM) tests with 1 clip or 2 (TSM's "
+            "twice-sampling); dense sampling (3D models) takes any number"
+        )
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

@@ -20,9 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from seqctx.errors import CheckpointError
+from seqctx.errors import CheckpointError, DataError
 from seqctx.overrides import apply_overrides
-from seqctx.video.data import VideoDataset, fold_views, normalize_clips
+from seqctx.video.data import VideoDataset, normalize_clips
 
 from .config import Config, ModelConfig, config_from_dict, read_yaml
 from .distributed import all_gather_objects, init_distributed, is_main, local_device, rank_and_world
@@ -77,23 +77,29 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     progress: bool = True,
     channels_last: bool = False,
+    max_clips: int | None = None,
 ) -> EvalResult:
-    """Runs every view of every video (clips ``(N, V, 3, T, H, W)``) and
-    averages the softmax scores of a video's views; videos the loader could not read
-    (``meta["failed"]``, see :func:`~seqctx.video.data.collate_clips`) are listed, not scored.
-    ``channels_last``: clips in ``channels_last_3d`` memory, as training feeds them."""
+    """Runs every view of every video (clips ``(N, V, 3, T, H, W)``) and averages the softmax
+    scores of a video's views; videos the loader could not read (``meta["failed"]``, see
+    :func:`~seqctx.video.data.collate_clips`) are listed, not scored. ``max_clips``: at most
+    this many clips per forward (a batch's ``N*V`` views run in chunks, normalised on the device
+    chunk by chunk; the views of one video may span two). ``channels_last``: clips in
+    ``channels_last_3d`` memory, as training feeds them."""
     model.eval()
     all_scores, all_labels, ids, unreadable = [], [], [], []
     for clips, labels, meta in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
         unreadable += meta.get("failed", [])
         if len(clips) == 0:
             continue
-        flat, views = fold_views(clips, device)  # uint8 -> float (N*V, 3, T, H, W), on the device
-        if channels_last:
-            flat = flat.contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(flat).float()
-        scores = logits.softmax(-1).view(len(clips), views, -1).mean(1)
+        views = clips.shape[1]
+        probs = []
+        for chunk in clips.flatten(0, 1).split(max_clips or len(clips) * views):  # uint8 (<= max_clips, 3, T, H, W)
+            flat = normalize_clips(chunk.to(device, non_blocking=True))
+            if channels_last:
+                flat = flat.contiguous(memory_format=torch.channels_last_3d)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                probs.append(model(flat).float().softmax(-1))
+        scores = torch.cat(probs).view(len(clips), views, -1).mean(1)
         all_scores.append(scores.cpu())
         all_labels.append(torch.as_tensor(labels))
         ids += list(meta["id"])
@@ -107,34 +113,46 @@ def evaluate(
 
 def merge_results(parts: Sequence[EvalResult], order: Sequence[str]) -> EvalResult:
     """One result from the shards that the processes evaluated, videos in ``order`` (the data
-    set's ids: a single process's order), metrics over all of them."""
+    set's ids, each once: :class:`~seqctx.video.data.VideoIndex` refuses repeats), metrics over
+    all of them."""
     position = {vid: i for i, vid in enumerate(order)}
-    rows = sorted(
-        (position[vid], vid, s, y) for p in parts for vid, s, y in zip(p.ids, p.scores, p.labels.tolist(), strict=True)
-    )
+    rows = [(vid, s, y) for p in parts for vid, s, y in zip(p.ids, p.scores, p.labels.tolist(), strict=True)]
+    rows.sort(key=lambda r: position[r[0]])
     unreadable = sorted((u for p in parts for u in p.unreadable), key=lambda u: position.get(u[0], -1))
     if rows:
-        scores, labels = torch.stack([r[2] for r in rows]), torch.tensor([r[3] for r in rows], dtype=torch.long)
+        scores, labels = torch.stack([r[1] for r in rows]), torch.tensor([r[2] for r in rows], dtype=torch.long)
     else:
         scores, labels = torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     top1, top5, mca = accuracy_metrics(scores, labels)
-    return EvalResult(top1, top5, mca, len(rows), scores, labels, [r[1] for r in rows], unreadable)
+    return EvalResult(top1, top5, mca, len(rows), scores, labels, [r[0] for r in rows], unreadable)
+
+
+def eval_amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """Evaluation's autocast dtype: the run's ``train.amp`` on CUDA, fp32 elsewhere."""
+    from .train import amp_dtype
+
+    return amp_dtype(cfg.train.amp, device) if device.type == "cuda" else None
 
 
 def evaluate_dataset(
-    model: nn.Module, cfg: Config, dataset: VideoDataset, device: torch.device, amp_dtype: torch.dtype | None = None,
-    progress: bool = True,
+    model: nn.Module, cfg: Config, dataset: VideoDataset, device: torch.device, views: int, progress: bool = True,
 ) -> EvalResult:  # fmt: skip
-    """Every video of ``dataset`` evaluated once, the work split over the processes of a
-    ``torchrun`` job (video ``i`` on rank ``i % world``, no padding, so no video counts twice);
-    each process returns the merged result, equal to a single process's."""
+    """Every video of ``dataset`` (``views`` views each) evaluated once, the work split over the
+    processes of a ``torchrun`` job (video ``i`` on rank ``i % world``, no padding, so no video
+    counts twice); each process returns the merged result, equal to a single process's.
+
+    At most ``data.test_batch_clips`` clips (default ``data.batch_size``) go through the model at
+    once, and the loader batches ``max(1, clips // views)`` videos, so memory does not grow with
+    the views: 10 clips x 3 crops cost what 1 view does. Under the run's ``train.amp`` on CUDA."""
     from .builders import EpochSampler, make_loader
 
     rank, world = rank_and_world()
+    max_clips = cfg.data.test_batch_clips or cfg.data.batch_size
     sampler = EpochSampler(len(dataset), shuffle=False, rank=rank, world=world, pad=False)
-    loader = make_loader(cfg, dataset, sampler, cfg.data.batch_size)
-    local = evaluate(model, loader, device, amp_dtype, progress and rank == 0, cfg.train.channels_last)
-    return merge_results(all_gather_objects(local), [r.id for r in dataset.records])
+    loader = make_loader(cfg, dataset, sampler, max(1, max_clips // views))
+    amp = eval_amp_dtype(cfg, device)
+    local = evaluate(model, loader, device, amp, progress and rank == 0, cfg.train.channels_last, max_clips)
+    return merge_results(all_gather_objects(local), list(dataset.index.ids))
 
 
 def write_predictions(result: EvalResult, classes: Sequence[str], path: str | Path) -> None:
@@ -204,6 +222,24 @@ def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
     return config_from_dict(config)
 
 
+def check_crop_sizes(model: nn.Module, cfg: Config, trained_size: int) -> None:
+    """A model with a fixed-size global gather (GE-theta's depthwise kernel covers the feature map
+    of the ``data.size`` it was trained at) takes frames of that size only: ``data.size`` and
+    ``data.test_crop_size`` of another size are a :class:`CheckpointError` naming both, before any
+    video is read (other models take any size)."""
+    from seqctx.modules.gather_excite import GlobalDepthwiseConv
+
+    if not any(isinstance(m, GlobalDepthwiseConv) for m in model.modules()):
+        return
+    for key, size in (("data.size", cfg.data.size), ("data.test_crop_size", cfg.data.test_crop_size)):
+        if size is not None and size != trained_size:
+            raise CheckpointError(
+                f"{key}={size}: this model's GE-theta gathers with a depthwise kernel the size of the feature map "
+                f"of the {trained_size}x{trained_size} frames it was trained at; {size}x{size} crops give another "
+                f"map. Use {trained_size} ({key}={trained_size})"
+            )
+
+
 def load_trained_model(
     cfg_path: str | Path | None, checkpoint: str | Path, overrides: Sequence[str] = ()
 ) -> tuple[Config, nn.Module, list[str]]:
@@ -230,6 +266,7 @@ def load_trained_model(
     saved.model.pretrained = None
     cfg.model = saved.model
     model = make_model(saved)  # built for the frame size it was trained at
+    check_crop_sizes(model, cfg, saved.data.size)
     load_model_state(model, ckpt["model"], checkpoint)
     return cfg, model.eval(), list(ckpt.get("classes", []))
 
@@ -257,25 +294,28 @@ def evaluate_checkpoint(
     cfg_path: str | Path | None, checkpoint: str | Path, clips: int | None = None, crops: int | None = None,
     overrides: Sequence[str] = (), out: str | Path | None = None, progress: bool = True,
 ) -> EvalResult:  # fmt: skip
-    """The test protocol: ``clips`` x ``crops`` views per video of ``data.val_annotation`` with the
-    checkpoint's model; per-video predictions go to ``out`` (default: ``predictions.csv`` next to
-    the checkpoint) and the metrics, with the unreadable videos, to the same name with ``.json``.
-    Under ``torchrun`` every process evaluates its share of the videos and rank 0 writes the files
-    (:func:`evaluate_dataset`)."""
+    """The test protocol: ``clips`` x ``crops`` views per video (default ``data.test_clips`` x
+    ``data.test_crops`` crops of ``data.test_crop_size``) of ``data.val_annotation`` with the
+    checkpoint's model and its class list; per-video predictions go to ``out`` (default:
+    ``predictions.csv`` next to the checkpoint) and the metrics, with the unreadable videos, to the
+    same name with ``.json``. Under ``torchrun`` every process evaluates its share of the videos and
+    rank 0 writes the files (:func:`evaluate_dataset`)."""
     from .builders import make_dataset, memory_format
+    from .config import check_views
 
     cfg, model, classes = load_trained_model(cfg_path, checkpoint, overrides)
+    clips, crops = clips or cfg.data.test_clips, crops or cfg.data.test_crops
+    check_views(cfg.data.sampler, clips, "--clips")
     device = local_device(cfg.train.device)
     init_distributed(device)
-    dataset = make_dataset(cfg, train=False, clips=clips, crops=crops)
+    dataset = make_dataset(cfg, train=False, clips=clips, crops=crops, classes=classes or None)
     model = model.to(device, memory_format=memory_format(cfg))
-    result = evaluate_dataset(model, cfg, dataset, device, progress=progress)
+    result = evaluate_dataset(model, cfg, dataset, device, clips * crops, progress=progress)
     if is_main():
         csv_path = Path(out) if out else Path(checkpoint).with_name("predictions.csv")
         write_predictions(result, classes or dataset.classes, csv_path)
-        views = {"clips": clips or cfg.data.test_clips, "crops": crops or cfg.data.test_crops}
         write_metrics(result, csv_path.with_suffix(".json"), checkpoint=str(checkpoint),
-                      annotation=cfg.data.val_annotation, **views)  # fmt: skip
+                      annotation=cfg.data.val_annotation, clips=clips, crops=crops)  # fmt: skip
     return result
 
 
@@ -288,28 +328,50 @@ class Prediction:
     error: str | None = None
 
 
+def expand_videos(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; a folder stands for the video files directly in it (sorted by name, any
+    extension decord opens); a folder without videos is a :class:`DataError`."""
+    from seqctx.video.data.datasets import VIDEO_EXTENSIONS
+
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            videos = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            if not videos:
+                raise DataError(f"{path} is a folder without video files ({', '.join(VIDEO_EXTENSIONS)})")
+            out += videos
+        else:
+            out.append(path)
+    return out
+
+
 @torch.no_grad()
 def predict_videos(
     checkpoint: str | Path, videos: Sequence[str | Path], k: int = 5, overrides: Sequence[str] = ()
 ) -> Iterator[Prediction]:
-    """Top-``k`` classes of each video file (centre clip, centre crop; model, sampling and sizes
-    from the checkpoint's config, ``overrides`` applied), one :class:`Prediction` per video as it
-    is done; a video that cannot be read gives its error and the rest go on."""
+    """Top-``k`` classes of each video file, or of the videos in a folder (centre clip, centre
+    crop; model, sampling, sizes and device from the checkpoint's config, ``overrides``
+    applied), one :class:`Prediction` per video as it is done; a video that cannot be read gives
+    its error and the rest go on."""
     from seqctx.video.data import VideoError, build_sampler, build_transform, open_video
 
+    files = expand_videos(videos)
     cfg, model, classes = load_trained_model(None, checkpoint, overrides)
+    device = local_device(cfg.train.device)
+    model, amp = model.to(device), eval_amp_dtype(cfg, device)
     d = cfg.data
     sampler = build_sampler(
         d.sampler, train=False, num_segments=cfg.model.num_segments, frame_interval=d.frame_interval
     )
     transform = build_transform(False, size=d.size, scale_size=d.scale_size)
-    for path in videos:
+    for path in files:
         try:
             source = open_video(path, d.backend if d.backend != "frames" else "decord")
             (indices,) = sampler(source.num_frames)  # one clip
-            views = normalize_clips(transform(source.read(indices)))  # (1, 3, T, H, W): one crop
+            views = normalize_clips(transform(source.read(indices)).to(device))  # (1, 3, T, H, W): one crop
         except (VideoError, OSError, RuntimeError, ValueError) as e:
             yield Prediction(str(path), error=str(e))
             continue
-        scores = model(views).softmax(-1)[0]
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            scores = model(views).float().softmax(-1)[0].cpu()
         yield Prediction(str(path), top_predictions(scores, classes, k))

@@ -32,8 +32,11 @@ from .optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 
-# What a run writes into its work_dir: a folder holding any of these holds a run.
-RUN_FILES = ("latest.pt", "best.pt", "config.yaml", "metrics.jsonl", "loss.png", "accuracy.png", "tensorboard")
+# What a run writes into its work_dir: a folder holding any of these holds a run. The files a run
+# writes before it has trained (its config and class list) do not make one: a run that failed
+# before its first log line leaves nothing to keep, and the next run writes them anew.
+RUN_FILES = ("latest.pt", "best.pt", "metrics.jsonl", "loss.png", "accuracy.png", "tensorboard")
+SETUP_FILES = ("config.yaml", "classes.txt")
 
 
 def tensorboard_writer(folder: Path) -> Any:
@@ -114,16 +117,16 @@ def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if amp == "fp16":
         if device.type != "cuda":
-            raise ValueError("train.amp='fp16' needs CUDA; use 'bf16' on CPU")
+            raise ConfigError("train.amp='fp16' needs CUDA; use 'bf16' on CPU")
         return torch.float16
-    raise ValueError(f"train.amp must be null, 'bf16' or 'fp16', got {amp!r}")
+    raise ConfigError(f"train.amp must be null, 'bf16' or 'fp16', got {amp!r}")
 
 
 def move_run_aside(work_dir: Path) -> Path:
     """Move the files of the run in ``work_dir`` into ``work_dir/replaced-<date>-<time>/``."""
     dest = work_dir / time.strftime("replaced-%Y%m%d-%H%M%S")
     dest.mkdir()
-    for name in RUN_FILES:
+    for name in RUN_FILES + SETUP_FILES:
         if (work_dir / name).exists():
             shutil.move(work_dir / name, dest / name)
     return dest
@@ -165,8 +168,9 @@ class Trainer:
             self.model = sync_backbone_norms(self.model)
         self.model = self.model.to(memory_format=memory_format(cfg))
         freeze_batchnorm(self.model, t.freeze_bn)  # before the optimiser sees requires_grad
-        self.train_set = make_dataset(cfg, train=True)
-        self.val_set = make_dataset(cfg, train=False) if cfg.data.val_annotation else None
+        self.train_set = make_dataset(cfg, train=True)  # decides the run's class list
+        classes = self.train_set.classes
+        self.val_set = make_dataset(cfg, train=False, test=False, classes=classes) if cfg.data.val_annotation else None
         self.batch = cfg.data.batch_size
         self.sampler = EpochSampler(len(self.train_set), shuffle=True, seed=t.seed, rank=self.rank, world=self.world)
         self.iters_per_epoch = len(self.sampler) // self.batch  # the last partial batch is dropped
@@ -194,6 +198,8 @@ class Trainer:
         if is_main():
             self.work_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.work_dir / "config.yaml")
+            if classes:
+                (self.work_dir / "classes.txt").write_text("".join(f"{name}\n" for name in classes), encoding="utf-8")
             if t.tensorboard:
                 self.tensorboard = tensorboard_writer(self.work_dir / "tensorboard")
 
@@ -353,12 +359,15 @@ class Trainer:
             self.scheduler.step()
 
     def validate(self) -> EvalResult | None:
-        """Evaluate on ``data.val_annotation``, every process its share of the videos (unreadable
-        videos left out and reported); every process gets the merged result."""
+        """Evaluate on ``data.val_annotation`` with the validation views (``data.val_clips`` x
+        ``data.val_crops``; the test protocol is ``seqctx test``'s), every process its share of the
+        videos (unreadable videos left out and reported); every process gets the merged result."""
         if self.val_set is None:
             return None
         self.val_set.reset_failures()
-        result = evaluate_dataset(self.model, self.cfg, self.val_set, self.device, self.amp, self.progress)
+        d = self.cfg.data
+        result = evaluate_dataset(self.model, self.cfg, self.val_set, self.device, d.val_clips * d.val_crops,
+                                  self.progress)  # fmt: skip
         if result.unreadable and is_main():
             log.warning("validation: %s", result.summary())
         return result
@@ -372,6 +381,7 @@ class Trainer:
             self.epoch, self.iteration = self.epoch + 1, 0
             metrics = {"train_loss": loss}
             self._log({"type": "epoch", "epoch": self.epoch, "train_loss": loss, "failures": self.train_set.failures})
+            self._save("latest.pt")  # the epoch is kept before validation runs
             if self.epoch % t.eval_every == 0 or self.epoch == t.epochs:
                 result = self.validate()
                 if result is not None:
@@ -381,7 +391,7 @@ class Trainer:
                     if result.top1 > self.best_top1:
                         self.best_top1 = result.top1
                         self._save("best.pt")
-            self._save("latest.pt")
+                        self._save("latest.pt")  # with the new best_top1, for a resumed run
             barrier()
         if is_main():
             from .plots import plot_metrics

@@ -89,7 +89,7 @@ def test_evaluation_leaves_unreadable_videos_out_and_names_them(synth, tsm_cgc_r
     rows = list(csv.DictReader(out.open()))
     assert [r["id"] for r in rows] == [e["id"] for e in entries] + ["missing0", "missing1", "missing2"]
     assert len({r["id"] for r in rows}) == len(rows)  # each video once
-    looked = f"{synth / 'videos' / 'missing0.webm'}, {synth / 'videos' / 'missing0.mp4'}"
+    looked = f"{synth / 'videos' / 'missing0.mp4'}, {synth / 'videos' / 'missing0.webm'}"  # the found layout first
     assert rows[4]["status"] == f"unreadable: video 'missing0' not found (looked for {looked})"
     assert all(r["status"] == "ok" and r["pred"] for r in rows[:4]) and not any(r["pred"] for r in rows[4:])
     metrics = json.loads(out.with_suffix(".json").read_text())
@@ -164,7 +164,10 @@ def test_predict_reports_each_video_and_the_failures(synth, tsm_cgc_run, capsys)
         (["model.input_size=32"], "config key 'model.input_size' is gone: data.size is the one knob"),
         (["train.epochs=0"], "config key 'train.epochs' must be >= 1, got 0"),
         (["model.context=cgc1d"], "'cgc1d' is not available for tsm_r18"),
-        (["data.root=/nowhere"], "none of the first 5 videos of the annotation file exists (looked for /nowhere/"),
+        (
+            ["data.root=/nowhere"],
+            "none of the first 10 videos of the annotation file exists (for the first, looked for /nowhere/",
+        ),
     ],
 )
 def test_user_mistakes_are_one_message_and_exit_code_2(synth, tmp_path, capsys, overrides, message):
