@@ -188,7 +188,7 @@ def _data_synth(args: argparse.Namespace) -> int:
         size=args.size,
         seed=args.seed,
     )
-    paths = generate_synthetic(args.out_dir, cfg, progress=True)
+    paths = generate_synthetic(args.out_dir, cfg, progress=True, overwrite=args.overwrite)
     for name, path in paths.items():
         print(f"{name:10s} {path}")
     return 0
@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="write over annotation files already in OUT_DIR")
     p.set_defaults(func=_data_synth)
 
     p = sub.add_parser("train", help="train a video model from a YAML config (also under torchrun)")

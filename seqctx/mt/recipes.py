@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from seqctx.errors import ConfigError, UserError
 from seqctx.overrides import apply_overrides, parse_override
+from seqctx.safe_yaml import load_yaml
 
 from . import user_dir
 
@@ -50,7 +50,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[st
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe {path} not found")
-    recipe = yaml.safe_load(path.read_text()) or {}
+    recipe = load_yaml(path) or {}
     unknown = set(recipe) - RECIPE_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown recipe key {sorted(unknown)[0]!r}; valid keys: {_VALID}")
@@ -71,6 +71,7 @@ def check_options(cmd: list[str]) -> None:
     model's and task's options included); an option it does not know raises :class:`ConfigError`
     naming it and the closest valid ones. The ``--user-dir`` plugin is registered by importing
     :mod:`seqctx.mt.models`, not the plugin folder, so this process's torch stays as it was."""
+    logging.getLogger("fairseq").setLevel(logging.WARNING)  # its import-time notes are not this command's output
     from fairseq import options
 
     from . import models  # noqa: F401  registers lightconv_cgc

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seqctx.errors import DataError
+
 from .datasets import ssv2_template
 
 MOTIONS: list[tuple[str, str]] = [
@@ -42,7 +44,7 @@ class SynthConfig:
 
 def class_templates(classes: int) -> list[str]:
     if not 2 <= classes <= MAX_CLASSES:
-        raise ValueError(f"the synthetic set has 2 to {MAX_CLASSES} classes, got {classes}")
+        raise DataError(f"the synthetic set has 2 to {MAX_CLASSES} classes, got {classes}")
     return [t for pair in MOTIONS for t in pair][:classes]
 
 
@@ -108,18 +110,31 @@ def write_video(path: Path, frames: np.ndarray, fps: int, gop: int) -> None:
         container.mux(stream.encode())
 
 
+ANNOTATION_FILES = ("labels.json", "classes.txt", "train.json", "validation.json", "train.txt", "validation.txt")
+
+
 def generate_synthetic(
-    out_dir: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = False
+    out_dir: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = False, overwrite: bool = False
 ) -> dict[str, Path]:
     """Write ``videos/{id}.mp4`` under ``out_dir`` with two sets of annotations: ``labels.json``,
     ``train.json`` and ``validation.json`` (the SSv2 formats), and ``classes.txt``, ``train.txt`` and
     ``validation.txt`` (list files, ``videos/{id}.mp4 label``, paths relative to ``out_dir``: the
-    layout of "your own videos"). Deterministic given ``cfg.seed``. Returns the paths."""
+    layout of "your own videos"). Deterministic given ``cfg.seed``. Returns the paths.
+
+    A file of those names already in ``out_dir`` (a user's own ``train.txt``, say) is a
+    :class:`DataError` naming it, before anything is written, unless ``overwrite``."""
     from tqdm import tqdm
+
+    existing = [name for name in ANNOTATION_FILES if (Path(out_dir) / name).exists()]
+    if existing and not overwrite:
+        raise DataError(
+            f"{out_dir} already holds {', '.join(existing)}: the synthetic set would write over them; choose "
+            "another folder, or --overwrite"
+        )
 
     if cfg.size % 32:
         # decord 0.6 misreads some small H.264 frame sizes (16, 24, 48, 72 seen here); multiples of 32 are safe
-        raise ValueError(f"size must be a multiple of 32 (decord 0.6 cannot read some other sizes), got {cfg.size}")
+        raise DataError(f"size must be a multiple of 32 (decord 0.6 cannot read some other sizes), got {cfg.size}")
     templates = class_templates(cfg.classes)
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import yaml
 
 from seqctx.errors import ConfigError
 from seqctx.overrides import apply_overrides
+from seqctx.safe_yaml import load_yaml
 from seqctx.video.data import Backend, DatasetFormat
 
 NoDecay = Literal["declared", "norm_bias"]  # optim.no_decay, see optim.param_groups
@@ -200,14 +201,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML config with its ``_base_`` files (a path or a list, relative to the file) merged
-    underneath, loaded with ``yaml.safe_load``."""
+    underneath, each safely loaded (:func:`~seqctx.safe_yaml.load_yaml`: a key given twice is an
+    error)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping")
     bases = data.pop("_base_", [])

@@ -36,7 +36,7 @@ def run_demo(
         runs.append((label, name, context, run, load_config(config, sets + list(overrides or []))))
     if not (data / "validation.json").is_file():
         log.info("synthesising the motion data set into %s ...", data)
-        generate_synthetic(data, SynthConfig(), progress=True)
+        generate_synthetic(data, SynthConfig(), progress=True, overwrite=True)  # the demo's own folder
     rows = []
     for label, name, context, run, cfg in runs:
         log.info("training %s (%s, context=%s) for %d epochs ...", label, name, context, cfg.train.epochs)

@@ -304,7 +304,8 @@ def evaluate_checkpoint(
     from .config import check_views
 
     cfg, model, classes = load_trained_model(cfg_path, checkpoint, overrides)
-    clips, crops = clips or cfg.data.test_clips, crops or cfg.data.test_crops
+    clips = cfg.data.test_clips if clips is None else clips
+    crops = cfg.data.test_crops if crops is None else crops
     check_views(cfg.data.sampler, clips, "--clips")
     device = local_device(cfg.train.device)
     init_distributed(device)
