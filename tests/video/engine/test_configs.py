@@ -36,6 +36,11 @@ def test_every_config_validates_and_builds_its_model(path):
         assert cfg.data.flip is False and cfg.model.num_classes == 174
         # CGC paper Table 3: TSN/TSM on one view (TSM's single-clip, centre-crop setting); P3D 10 x 3
         assert views == ((10, 3) if m.name.startswith("p3d") else (1, 1)), path.stem
+    # validation inside training: one view every epoch; the test protocol is `seqctx test`'s
+    assert (cfg.data.val_clips, cfg.data.val_crops) == (1, 1), path.stem
+    # Non-local's fully convolutional testing: crops of 256; GE-theta's fixed-size gather tests at data.size
+    crop = cfg.data.test_crop_size or cfg.data.size
+    assert crop == (cfg.data.size if m.context in ("ge_theta", "ge_theta_plus") or views == (1, 1) else 256)
     if "k400" in path.stem:
         assert views == (10, 3) and cfg.model.num_classes == 400
         assert cfg.optim.no_decay == ("declared" if m.context == "gct" else "norm_bias")  # GCT paper, app. A
