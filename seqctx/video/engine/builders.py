@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from seqctx.errors import DataError
+from seqctx.errors import ConfigError, DataError, UserError
 from seqctx.video.data import VideoDataset, build_dataset, build_sampler, build_transform, collate_clips
 from seqctx.video.models import MODELS, build_model
 
@@ -53,11 +53,16 @@ def make_model(cfg: Config) -> nn.Module:
     """The model of ``cfg.model``, built for frames of ``data.size`` (GE-theta's global gather
     covers that map)."""
     m = cfg.model
-    return build_model(
-        m.name, m.num_classes, num_segments=m.num_segments, context=m.context, dropout=m.dropout,
-        pretrained=m.pretrained, width=m.width, input_size=cfg.data.size, stride_in_1x1=m.stride_in_1x1,
-        context_kwargs=m.context_kwargs,
-    )  # fmt: skip
+    try:
+        return build_model(
+            m.name, m.num_classes, num_segments=m.num_segments, context=m.context, dropout=m.dropout,
+            pretrained=m.pretrained, width=m.width, input_size=cfg.data.size, stride_in_1x1=m.stride_in_1x1,
+            context_kwargs=m.context_kwargs,
+        )  # fmt: skip
+    except (ValueError, TypeError) as e:  # a value the model's constructors reject (context_kwargs, ...)
+        if isinstance(e, UserError):
+            raise
+        raise ConfigError(f"model {m.name} (context={m.context}, context_kwargs={m.context_kwargs}): {e}") from None
 
 
 def memory_format(cfg: Config) -> torch.memory_format:

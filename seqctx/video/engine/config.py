@@ -234,11 +234,12 @@ def _validate(cfg: Config) -> Config:
     d = cfg.data
     check_views(d.sampler, d.test_clips, "data.test_clips")
     check_views(d.sampler, d.val_clips, "data.val_clips")
-    scale = d.scale_size or d.size * 256 // 224
-    if d.test_crop_size is not None and d.test_crop_size > scale:
+    scale, crop = d.scale_size or d.size * 256 // 224, d.test_crop_size or d.size
+    if crop > scale:
+        key = "data.test_crop_size" if d.test_crop_size else "data.size"
         raise ConfigError(
-            f"config key 'data.test_crop_size' is {d.test_crop_size}, larger than the frames' short side after "
-            f"resizing (data.scale_size, {scale}); raise data.scale_size or lower data.test_crop_size"
+            f"config key {key!r} is {crop}, larger than the frames' short side after resizing for testing "
+            f"(data.scale_size, {scale}); raise data.scale_size or lower {key}"
         )
     m = cfg.model
     info = MODELS.get(m.name)
