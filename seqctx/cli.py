@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -321,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"seqctx: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`seqctx predict ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     finally:
         logger.propagate = propagate
 
