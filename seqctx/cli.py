@@ -173,7 +173,8 @@ def _data_check(args: argparse.Namespace) -> int:
     from seqctx.video.data import build_dataset
     from seqctx.video.data.check import check_dataset, format_report
 
-    dataset = build_dataset(args.annotation, args.root, args.labels, args.format, backend=args.backend)
+    dataset = build_dataset(args.annotation, args.root, args.labels, args.format,
+                            **({"backend": args.backend} if args.backend else {}))  # fmt: skip
     statuses = check_dataset(dataset, args.min_frames, args.workers)
     print(format_report(statuses))
     return int(any(s.status != "ok" for s in statuses))
@@ -215,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="folder holding the videos (or frame folders)")
     p.add_argument("--labels", help="labels file (SSv1/SSv2) or label map (Kinetics)")
     p.add_argument("--format", choices=["kinetics", "ssv2", "ssv1", "list"], help="default: detected")
-    p.add_argument("--backend", default="decord", choices=["decord", "pyav", "torchcodec", "frames"])
+    p.add_argument(
+        "--backend",
+        choices=["decord", "pyav", "torchcodec", "frames"],
+        help="default: frames for frame folders (ssv1, counted list files), decord for videos",
+    )
     p.add_argument("--min-frames", type=int, default=8, help="fewer frames than this is 'too short'")
     p.add_argument("--workers", type=int, default=0)
     p.set_defaults(func=_data_check)

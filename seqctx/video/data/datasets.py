@@ -72,6 +72,7 @@ class VideoDataset(Dataset):
             ``meta["failed"]``; ``"raise"`` raises :class:`VideoError` naming the file.
         backend: ``decord``, ``pyav``, ``torchcodec`` or ``frames``.
         classes: class names by index.
+        decode_threads: decoding threads per video reader (decord, PyAV), in each DataLoader worker.
         seed: with :meth:`set_epoch`, makes each item's random sampling and augmentation a
             function of ``(seed, epoch, index)`` only: the same whatever the number of workers or
             processes, and exactly reproducible when a run resumes.
@@ -90,6 +91,7 @@ class VideoDataset(Dataset):
         backend: str = "decord",
         classes: Sequence[str] = (),
         seed: int = 0,
+        decode_threads: int = 1,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -100,6 +102,7 @@ class VideoDataset(Dataset):
         self.transform = transform
         self.on_error = on_error
         self.backend = backend
+        self.decode_threads = decode_threads
         self.classes = list(classes)
         self.seed = seed
         self._epoch = mp.Value("i", 0)  # shared with DataLoader workers, persistent ones too
@@ -173,7 +176,7 @@ class VideoDataset(Dataset):
         """Item ``index`` with no error policy: raises :class:`VideoError`."""
         record = self.index[index]
         path = self.path(index)
-        source = open_video(path, self.backend)  # opened here, in the worker
+        source = open_video(path, self.backend, self.decode_threads)  # opened here, in the worker
         rng = np.random.default_rng([self.seed, self.epoch, index])
         clips = self.sampler(source.num_frames, rng=rng)
         frames = source.read([i for clip in clips for i in clip])  # one decode for all clips: (sum T, H, W, 3)
@@ -207,13 +210,18 @@ class VideoDataset(Dataset):
                 self._count_failure(index, e, "leaving out")
                 label = int(self.index.labels[index])
                 return None, label, {"id": self.index.ids[index], "path": "", "index": index, "error": str(e)}
+        errors = []
         for attempt in range(min(len(self), 20)):
             j = (index + attempt * 7919) % len(self)  # deterministic replacement
             try:
                 return self.load(j)
             except LOAD_ERRORS as e:
                 self._count_failure(j, e, "replacing")
-        raise VideoError(f"20 videos in a row failed to load, starting at item {index}; check the data set")
+                errors.append(f"{self.index.ids[j]}: {e}")
+        raise VideoError(
+            f"{len(errors)} videos in a row failed to load, starting at item {index} ({'; '.join(errors[:3])}"
+            f"{'; ...' if len(errors) > 3 else ''}); check the data set (seqctx data check)"
+        )
 
     def check_found(self, count: int = LAYOUT_PROBES) -> None:
         """Find the layout (:meth:`find_layout`); raise :class:`DataError` when none of the first
@@ -374,7 +382,9 @@ class SomethingSomethingV1(VideoDataset):
             ids.append(vid)
             labels.append(lookup(name, f"{csv_file}, line {n}") if name else -1)
             lines.append(n)
-        kwargs.setdefault("backend", "frames")
+        if kwargs.setdefault("backend", "frames") != "frames":
+            raise DataError(f"{csv_file}: Something-Something v1 is JPEG frame folders: the backend is 'frames', "
+                            f"not {kwargs['backend']!r}")  # fmt: skip
         kwargs.pop("classes", None)  # the labels file is the class list
         super().__init__(VideoIndex(ids, labels, source=csv_file, lines=lines), root, classes=classes, **kwargs)
 
@@ -399,8 +409,14 @@ class VideoListDataset(VideoDataset):
             labels.append(int(parts[-1]))
             frames.append(int(parts[1]) if len(parts) == 3 else -1)
             lines.append(n)
-        if frames and frames[-1] >= 0:
-            kwargs.setdefault("backend", "frames")
+        folders = bool(frames) and frames[-1] >= 0
+        backend = kwargs.setdefault("backend", "frames" if folders else "decord")
+        if folders != (backend == "frames"):
+            kind = "frame folders ('path num_frames label')" if folders else "videos ('path label')"
+            raise DataError(
+                f"{list_file} lists {kind}, but the backend is {backend!r}: use "
+                f"{'frames' if folders else 'a video decoder (decord, pyav, torchcodec)'}, or leave it unset"
+            )
         index = VideoIndex(ids, labels, frames, source=list_file, lines=lines)
         super().__init__(index, root, classes=classes, **kwargs)
 

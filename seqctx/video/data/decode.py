@@ -9,8 +9,12 @@ parent process: a decord reader opened before forking hangs the DataLoader worke
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, Protocol, get_args
 
@@ -52,15 +56,45 @@ def _validate(indices: Sequence[int], num_frames: int, path: str | Path) -> list
     return sorted(set(int(i) for i in indices))
 
 
+@contextlib.contextmanager
+def native_stderr() -> Iterator[list[str]]:
+    """Catch what native code (FFmpeg, decord's C++ logger) writes to file descriptor 2 for the
+    duration of the block; the lines are in the yielded list afterwards, for an error message in
+    words instead of log lines leaking into the terminal."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines += tmp.read().decode("utf-8", "replace").splitlines()
+
+
+_DECORD_LOG = re.compile(r"^\[[\d:]+\] \S+: (?:ERROR \w+: [^,]*, )?")  # "[13:20:55] src/x.cc:83: ERROR opening: PATH, "
+
+
+def native_reason(lines: Sequence[str], fallback: str) -> str:
+    """The last line native code logged, without decord's time/source prefix; ``fallback`` when silent."""
+    words = [_DECORD_LOG.sub("", line).strip() for line in lines if line.strip()]
+    return words[-1] if words else fallback
+
+
 class DecordSource:
     def __init__(self, path: str | Path, num_threads: int = 1) -> None:
         import decord
 
         self.path = path
         try:
-            self.reader = decord.VideoReader(str(path), num_threads=num_threads)
+            with native_stderr() as logged:
+                self.reader = decord.VideoReader(str(path), num_threads=num_threads)
         except Exception as e:  # decord raises its own DECORDError and RuntimeErrors
-            raise VideoError(f"{path}: decord cannot open it ({str(e).splitlines()[0]})") from e
+            reason = native_reason(logged, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            raise VideoError(f"{path}: decord cannot open it: {reason}") from e
         self.num_frames = len(self.reader)
 
     def read(self, indices: Sequence[int]) -> torch.Tensor:
@@ -86,7 +120,7 @@ class PyAVSource:
     decoder seeks again when the next wanted frame is more than ``seek_gap`` frames ahead. Frames
     come in their displayed orientation; metadata that is not UTF-8 (old AVIs) is ignored."""
 
-    def __init__(self, path: str | Path, seek_gap: int = 32) -> None:
+    def __init__(self, path: str | Path, seek_gap: int = 32, num_threads: int = 1) -> None:
         import av
 
         self.path = path
@@ -97,6 +131,7 @@ class PyAVSource:
         except Exception as e:
             raise VideoError(f"{path}: PyAV cannot open it ({e})") from e
         self.stream.thread_type = "AUTO"
+        self.stream.codec_context.thread_count = num_threads  # 0 would be FFmpeg's cores + 1 per worker
         rate = self.stream.average_rate or self.stream.guessed_rate
         if not rate:
             raise VideoError(f"{path}: no frame rate in the video stream")
@@ -176,7 +211,9 @@ class TorchCodecSource:
 
 
 class FrameFolderSource:
-    """A folder of JPEG frames ``{folder}/{template.format(i + start)}`` (SSv1: ``00001.jpg``)."""
+    """A folder of JPEG frames ``{folder}/{template.format(i + start)}`` (SSv1: ``00001.jpg``); a
+    folder whose frames are not numbered without gaps from ``start`` is a :class:`VideoError`
+    naming the first missing ones (a gap would shift every later frame index)."""
 
     def __init__(self, folder: str | Path, template: str = "{:05d}.jpg", start: int = 1) -> None:
         self.folder = Path(folder)
@@ -184,9 +221,19 @@ class FrameFolderSource:
         if not self.folder.is_dir():
             raise VideoError(f"{folder}: no such frame folder")
         suffix = Path(template.format(0)).suffix
-        self.num_frames = sum(1 for name in os.listdir(self.folder) if name.endswith(suffix))
+        names = {name for name in os.listdir(self.folder) if name.endswith(suffix)}
+        self.num_frames = len(names)
         if self.num_frames == 0:
             raise VideoError(f"{folder}: the frame folder holds no '{suffix}' files")
+        missing = [
+            template.format(i + start) for i in range(self.num_frames) if template.format(i + start) not in names
+        ]
+        if missing:
+            raise VideoError(
+                f"{folder}: {self.num_frames} '{suffix}' frames, but {len(missing)} of "
+                f"{template.format(start)}..{template.format(start + self.num_frames - 1)} are missing "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): frames must be numbered without gaps"
+            )
 
     def read(self, indices: Sequence[int]) -> torch.Tensor:
         from torchvision.io import ImageReadMode, decode_jpeg, read_file
@@ -204,6 +251,8 @@ class FrameFolderSource:
 
 def open_video(path: str | Path, backend: str = "decord", num_threads: int = 1) -> VideoSource:
     """Open a video (or a frame folder with ``backend="frames"``); ``.num_frames``, ``.read(idx)``.
+    ``num_threads``: decoding threads of decord and PyAV (one per DataLoader worker by default:
+    a node runs many workers).
     A missing or empty file raises :class:`VideoError` naming it, whatever the backend."""
     path = Path(path)
     if backend != "frames" and not path.is_file():
@@ -213,7 +262,7 @@ def open_video(path: str | Path, backend: str = "decord", num_threads: int = 1) 
     if backend == "decord":
         return DecordSource(path, num_threads)
     if backend == "pyav":
-        return PyAVSource(path)
+        return PyAVSource(path, num_threads=num_threads)
     if backend == "torchcodec":
         return TorchCodecSource(path)
     if backend == "frames":

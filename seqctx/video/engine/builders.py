@@ -102,8 +102,9 @@ def make_dataset(
         raise DataError(f"no {'data.train_annotation' if train else 'data.val_annotation'} to read videos from")
     dataset = build_dataset(
         annotation, d.root, d.labels, d.format, classes=classes,
-        sampler=sampler, transform=transform, on_error=d.on_error if train else "drop", backend=d.backend,
-        seed=cfg.train.seed,
+        sampler=sampler, transform=transform, on_error=d.on_error if train else "drop",
+        **({"backend": d.backend} if d.backend else {}),  # null: the format's own
+        seed=cfg.train.seed, decode_threads=d.decode_threads,
     )  # fmt: skip
     dataset.check_found()
     top = dataset.max_label()

@@ -46,7 +46,7 @@ class DataConfig:
     train_annotation: str = ""
     val_annotation: str | None = None
     labels: str | None = None
-    backend: Backend = "decord"
+    backend: Backend | None = None  # null: frames for frame folders (ssv1, counted list files), decord otherwise
     sampler: Literal["segments", "dense"] = "segments"
     frame_interval: int = 1
     size: int = 224
@@ -61,6 +61,7 @@ class DataConfig:
     test_batch_clips: int | None = None  # clips per evaluation forward (a video's views may span two); batch_size
     batch_size: int = 8
     workers: int = 2
+    decode_threads: int = 1  # per loader worker (decord, PyAV); FFmpeg's auto would be cores + 1 each
     prefetch_factor: int = 2  # batches each loader worker prepares ahead
     on_error: Literal["replace", "raise"] = "replace"  # training only: evaluation never replaces a video
 
@@ -120,7 +121,7 @@ MINIMUM: dict[str, float] = {
     "model.num_classes": 1, "model.num_segments": 1, "model.width": 1,
     "data.frame_interval": 1, "data.size": 1, "data.scale_size": 1, "data.test_clips": 1, "data.val_clips": 1,
     "data.test_crop_size": 1, "data.test_batch_clips": 1, "data.batch_size": 1,
-    "data.workers": 0, "data.prefetch_factor": 1,
+    "data.workers": 0, "data.decode_threads": 1, "data.prefetch_factor": 1,
     "optim.lr": 0, "optim.weight_decay": 0, "optim.step_size": 1, "optim.warmup_epochs": 0,
     "train.epochs": 1, "train.accumulate": 1, "train.eval_every": 1, "train.checkpoint_every": 0,
     "train.log_every": 1, "train.threads": 1,
@@ -232,6 +233,12 @@ def _validate(cfg: Config) -> Config:
         if value is not None and value < low:
             raise ConfigError(f"config key {key!r} must be >= {low:g}, got {value!r}")
     d = cfg.data
+    if (d.format == "ssv1") != (d.backend == "frames") and d.backend is not None and d.format != "list":
+        want = "frames (JPEG frame folders)" if d.format == "ssv1" else "a video decoder (decord, pyav, torchcodec)"
+        raise ConfigError(
+            f"config key 'data.backend' is {d.backend!r}, but data.format={d.format!r} reads {want}; set "
+            "data.backend to that, or null (the format's own)"
+        )
     check_views(d.sampler, d.test_clips, "data.test_clips")
     check_views(d.sampler, d.val_clips, "data.val_clips")
     scale, crop = d.scale_size or d.size * 256 // 224, d.test_crop_size or d.size

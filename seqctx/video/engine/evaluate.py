@@ -367,7 +367,7 @@ def predict_videos(
     transform = build_transform(False, size=d.size, scale_size=d.scale_size)
     for path in files:
         try:
-            source = open_video(path, d.backend if d.backend != "frames" else "decord")
+            source = open_video(path, d.backend if d.backend not in (None, "frames") else "decord")
             (indices,) = sampler(source.num_frames)  # one clip
             views = normalize_clips(transform(source.read(indices)).to(device))  # (1, 3, T, H, W): one crop
         except (VideoError, OSError, RuntimeError, ValueError) as e:
