@@ -363,7 +363,6 @@ class SomethingSomethingV2(VideoDataset):
             else:
                 labels.append(-1)
             ids.append(str(entry["id"]))
-        kwargs.pop("classes", None)  # the labels file is the class list
         super().__init__(VideoIndex(ids, labels, source=json_file), root, classes=classes, **kwargs)
 
 
@@ -385,7 +384,6 @@ class SomethingSomethingV1(VideoDataset):
         if kwargs.setdefault("backend", "frames") != "frames":
             raise DataError(f"{csv_file}: Something-Something v1 is JPEG frame folders: the backend is 'frames', "
                             f"not {kwargs['backend']!r}")  # fmt: skip
-        kwargs.pop("classes", None)  # the labels file is the class list
         super().__init__(VideoIndex(ids, labels, source=csv_file, lines=lines), root, classes=classes, **kwargs)
 
 
