@@ -50,7 +50,7 @@ def one(setting: str, root: Path, cap: int) -> dict[str, float]:
         f"data.test_batch_clips={cap if capped else 4 * clips * crops}",
     ])  # fmt: skip
     model = make_model(cfg).eval()
-    dataset = make_dataset(cfg, train=False, clips=clips, crops=crops)
+    dataset = make_dataset(cfg, "test", clips=clips, crops=crops)
     base = rss_mib()
     result = evaluate_dataset(model, cfg, dataset, torch.device("cpu"), clips * crops, progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -58,6 +58,11 @@ def first_path(dataset, i: int) -> str:
     return str(dataset.records[i].candidates[0])
 
 
+def records(dataset):
+    """The index (before it: the list of per-video records)."""
+    return dataset.index if hasattr(dataset, "index") else dataset.records
+
+
 def worker_growth(dataset) -> float:
     """MiB a forked process's private memory grows by reading every record."""
     read, write = os.pipe()
@@ -66,8 +71,9 @@ def worker_growth(dataset) -> float:
         os.close(read)
         gc.disable()  # as a busy worker between collections: measure the reads, not the collector
         before = private_mib()
+        table = records(dataset)
         for i in range(len(dataset)):
-            record = dataset.records[i]
+            record = table[i]
             _ = (record.id, record.label, first_path(dataset, i))
         os.write(write, f"{private_mib() - before:.1f}".encode())
         os._exit(0)
@@ -103,7 +109,7 @@ def stats_per_video(tmp: Path, layout: str, rows: list[tuple[str, str, str]]) ->
 
     with mock.patch("os.stat", counting_stat):
         for i in range(len(dataset)):
-            dataset.path(i) if hasattr(dataset, "path") else dataset.resolve(dataset.records[i])
+            dataset.path(i) if hasattr(dataset, "path") else dataset.resolve(records(dataset)[i])
     return f"{calls / len(dataset):.1f}"
 
 

@@ -117,11 +117,18 @@ def remove_bpe(line: str) -> str:
     return (line + " ").replace("@@ ", "").rstrip()
 
 
+def read_lines(path: str | Path, what: str) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} {path} not found")
+    return path.read_text(encoding="utf-8").splitlines()
+
+
 def read_generate_output(path: str | Path) -> tuple[list[str], list[str]]:
     """Hypotheses (``H-id``) and references (``T-id``) of fairseq-generate's output, by id."""
     hyps: dict[int, str] = {}
     refs: dict[int, str] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in read_lines(path, "fairseq-generate output"):
         m = _LINE.match(line)
         if not m:
             continue
@@ -134,13 +141,6 @@ def read_generate_output(path: str | Path) -> tuple[list[str], list[str]]:
         raise DataError(f"{path}: expected matching H-<id> and T-<id> lines, found {len(hyps)} H and {len(refs)} T")
     ids = sorted(hyps)
     return [hyps[i] for i in ids], [refs[i] for i in ids]
-
-
-def read_lines(path: str | Path, what: str) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} {path} not found")
-    return path.read_text(encoding="utf-8").splitlines()
 
 
 def score(
@@ -163,21 +163,22 @@ def score(
         tok_h, tok_r = hyps, refs
         detok = MosesDetokenizer(lang=lang)
         plain_h = [detok.detokenize(h.split()) for h in hyps]
-        plain_r = [detok.detokenize(r.split()) for r in refs]
     else:
         tok = MosesTokenizer(lang=lang)
         tok_h = [tok.tokenize(h, escape=True, return_str=True) for h in hyps]
         tok_r = [tok.tokenize(r, escape=True, return_str=True) for r in refs]
-        plain_h, plain_r = hyps, refs
+        plain_h = hyps
     lowercased = all(r == r.lower() for r in refs)
     if ref_raw is not None:
         sacre_refs, basis = ref_raw, ref_raw_name
-    else:
-        sacre_refs = plain_r
+    elif tokenized:
+        sacre_refs = [detok.detokenize(r.split()) for r in refs]
         basis = (
             "the tokenised test set's references, detokenised (no raw references given: not comparable with "
             "published SacreBLEU)"
         )
+    else:
+        sacre_refs, basis = refs, "the plain-text references given"
     metric = sacrebleu.BLEU(lowercase=lowercased)
     result = metric.corpus_score(plain_h, [sacre_refs])
     return BleuReport(

@@ -46,10 +46,10 @@ def across_classes(labels: np.ndarray, count: int) -> list[int]:
     one more class), returned in file order: as many classes as ``count`` allows."""
     _, first, codes = np.unique(labels, return_index=True, return_inverse=True)
     class_order = np.argsort(np.argsort(first))[codes]  # each video's class, numbered by first appearance
-    rank_in_class = np.zeros(len(labels), np.int64)
-    for c in range(len(first)):
-        members = np.flatnonzero(codes == c)
-        rank_in_class[members] = np.arange(len(members))
+    by_class = np.argsort(codes, kind="stable")  # positions grouped by class, file order within
+    counts = np.bincount(codes)
+    rank_in_class = np.empty(len(labels), np.int64)
+    rank_in_class[by_class] = np.arange(len(labels)) - np.repeat(np.cumsum(counts) - counts, counts)
     chosen = np.lexsort((np.arange(len(labels)), class_order, rank_in_class))[:count]
     return sorted(chosen.tolist())
 
@@ -57,7 +57,7 @@ def across_classes(labels: np.ndarray, count: int) -> list[int]:
 def analysis_loader(cfg: Config, max_videos: int | None, classes: Sequence[str] | None = None) -> DataLoader:
     """The evaluation set (``data.val_annotation``; ``max_videos`` of it drawn across the classes,
     :func:`across_classes`) with the run's ``classes``, one view per video, this process's share."""
-    dataset = make_dataset(cfg, train=False, clips=1, crops=1, classes=classes)
+    dataset = make_dataset(cfg, "val", clips=1, crops=1, classes=classes)
     if max_videos is not None and max_videos < len(dataset):
         dataset = Subset(dataset, across_classes(dataset.index.labels, max_videos))  # type: ignore[assignment]
     rank, world = rank_and_world()

@@ -41,11 +41,6 @@ ENCODING = "utf-8-sig"  # annotation files: UTF-8 with or without a byte-order m
 LAYOUT_PROBES = 10  # videos tried, from the start of the list, to find a data set's layout
 
 
-def _exists(path: str) -> bool:
-    """``os.path.exists``: False, not an error, for a name the file system cannot hold (too long)."""
-    return os.path.exists(path)
-
-
 class VideoDataset(Dataset):
     """Shared machinery: where videos are, sampling, decoding, transforms and the ``on_error`` policy.
 
@@ -129,10 +124,6 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    @property
-    def records(self) -> VideoIndex:
-        return self.index
-
     def fields(self, i: int) -> dict[str, str]:
         """The values :attr:`templates` are formatted with for video ``i``."""
         return {"id": self.index.ids[i]}
@@ -140,33 +131,37 @@ class VideoDataset(Dataset):
     def _relative(self, template: str, fields: dict[str, str]) -> str:
         return "/".join(part for part in template.format(**fields).split("/") if part)  # empty fields drop out
 
-    def candidates(self, i: int) -> Iterator[str]:
-        """The paths video ``i`` may have, the data set's layout first, each once."""
+    def _paths(self, i: int, first: tuple[str, str] | None = None) -> Iterator[tuple[tuple[str, str], str]]:
+        """``((template, extension), path)`` for each place video ``i`` may be, ``first`` first,
+        each path once."""
         fields, seen = self.fields(i), set()
-        order = [self._layout] if self._layout else []
-        for layout in order + [(t, e) for t in self.templates for e in self.extensions]:
+        layouts = [(t, e) for t in self.templates for e in self.extensions]
+        for layout in ([first] if first else []) + layouts:
             path = os.path.join(self.root, self._relative(layout[0], fields) + layout[1])
             if path not in seen:
                 seen.add(path)
-                yield path
+                yield layout, path
+
+    def candidates(self, i: int) -> Iterator[str]:
+        """The paths video ``i`` may have, the data set's layout first, each once."""
+        return (path for _, path in self._paths(i, self._layout))
 
     def find_layout(self, count: int = LAYOUT_PROBES) -> bool:
         """Find the (template, extension) that holds the first of the first ``count`` videos that
-        exists; False when none does."""
+        exists; False when none does. ``os.path.exists`` is False, not an error, for a name the
+        file system cannot hold (too long)."""
         for i in range(min(count, len(self))):
-            fields = self.fields(i)
-            for t in self.templates:
-                for e in self.extensions:
-                    if _exists(os.path.join(self.root, self._relative(t, fields) + e)):
-                        self._layout = (t, e)
-                        return True
+            for layout, path in self._paths(i):
+                if os.path.exists(path):
+                    self._layout = layout
+                    return True
         return False
 
     def path(self, i: int) -> Path:
         """Where video ``i`` is; :class:`VideoError` naming where it looked when it is nowhere."""
         tried = []
         for path in self.candidates(i):
-            if _exists(path):
+            if os.path.exists(path):  # False for a name too long to exist
                 return Path(path)
             tried.append(path)
         shown = ", ".join(tried[:3]) + (f", ... ({len(tried)} paths)" if len(tried) > 3 else "")
@@ -174,7 +169,6 @@ class VideoDataset(Dataset):
 
     def load(self, index: int) -> tuple[torch.Tensor, int, dict[str, object]]:
         """Item ``index`` with no error policy: raises :class:`VideoError`."""
-        record = self.index[index]
         path = self.path(index)
         source = open_video(path, self.backend, self.decode_threads)  # opened here, in the worker
         rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -189,8 +183,8 @@ class VideoDataset(Dataset):
                 start += len(clip)
                 views.append(self.transform(x) if self.transform is not None else x.unsqueeze(0))
         out = torch.cat(views)  # (V, 3, T, H, W): clips x crops
-        meta = {"id": record.id, "path": str(path), "index": index}
-        return out, record.label, meta
+        meta = {"id": self.index.ids[index], "path": str(path), "index": index}
+        return out, int(self.index.labels[index]), meta
 
     def _count_failure(self, index: int, error: Exception, action: str) -> None:
         with self._failures.get_lock():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -73,26 +74,29 @@ def memory_format(cfg: Config) -> torch.memory_format:
     return torch.channels_last_3d if MODELS[cfg.model.name].family.dims == 3 else torch.channels_last
 
 
+Split = Literal["train", "val", "test"]
+
+
 def make_dataset(
-    cfg: Config, train: bool, annotation: str | None = None, clips: int | None = None, crops: int | None = None,
-    classes: Sequence[str] | None = None, test: bool = True,
+    cfg: Config, split: Split, annotation: str | None = None, clips: int | None = None, crops: int | None = None,
+    classes: Sequence[str] | None = None,
 ) -> VideoDataset:  # fmt: skip
     """The training set (``data.on_error`` policy) or an evaluation set (``data.val_annotation``
     unless ``annotation`` is given; unreadable videos are left out and reported, never replaced),
     with its layout found and its first videos checked to exist.
 
-    Evaluation views: ``clips`` x ``crops`` when given; else the test protocol
-    (``data.test_clips`` x ``data.test_crops`` crops of ``data.test_crop_size``) when ``test``,
-    validation's (``data.val_clips`` x ``data.val_crops`` of ``data.size``) otherwise.
+    Evaluation views: ``clips`` x ``crops`` when given; else validation's (``"val"``:
+    ``data.val_clips`` x ``data.val_crops`` of ``data.size``) or the test protocol (``"test"``:
+    ``data.test_clips`` x ``data.test_crops`` crops of ``data.test_crop_size``).
     ``classes``: the run's class list (the training set's, or a checkpoint's), so that every
     split of a run maps a label name to the same index."""
-    d = cfg.data
-    default_clips, default_crops = (d.test_clips, d.test_crops) if test else (d.val_clips, d.val_crops)
+    d, train = cfg.data, split == "train"
+    default_clips, default_crops = (d.test_clips, d.test_crops) if split == "test" else (d.val_clips, d.val_crops)
     sampler = build_sampler(
         d.sampler, train=train, num_segments=cfg.model.num_segments, frame_interval=d.frame_interval,
         num_clips=clips or default_clips,
     )  # fmt: skip
-    crop_size = (d.test_crop_size or d.size) if test and not train else d.size
+    crop_size = (d.test_crop_size or d.size) if split == "test" else d.size
     transform = build_transform(
         train, size=crop_size, scale_size=d.scale_size or d.size * 256 // 224, crop=d.crop, flip=d.flip,
         test_crops=crops or default_crops,

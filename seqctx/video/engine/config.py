@@ -233,8 +233,9 @@ def _validate(cfg: Config) -> Config:
         if value is not None and value < low:
             raise ConfigError(f"config key {key!r} must be >= {low:g}, got {value!r}")
     d = cfg.data
-    if (d.format == "ssv1") != (d.backend == "frames") and d.backend is not None and d.format != "list":
-        want = "frames (JPEG frame folders)" if d.format == "ssv1" else "a video decoder (decord, pyav, torchcodec)"
+    reads_frames = d.format == "ssv1"  # list files may hold either
+    if d.backend is not None and d.format != "list" and reads_frames != (d.backend == "frames"):
+        want = "frames (JPEG frame folders)" if reads_frames else "a video decoder (decord, pyav, torchcodec)"
         raise ConfigError(
             f"config key 'data.backend' is {d.backend!r}, but data.format={d.format!r} reads {want}; set "
             "data.backend to that, or null (the format's own)"

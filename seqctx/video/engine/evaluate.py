@@ -20,9 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from seqctx.errors import CheckpointError, DataError
+from seqctx.errors import CheckpointError, ConfigError, DataError
 from seqctx.overrides import apply_overrides
-from seqctx.video.data import VideoDataset, normalize_clips
+from seqctx.video.data import VideoDataset, fold_views, normalize_clips
 
 from .config import Config, ModelConfig, config_from_dict, read_yaml
 from .distributed import all_gather_objects, init_distributed, is_main, local_device, rank_and_world
@@ -94,7 +94,7 @@ def evaluate(
         views = clips.shape[1]
         probs = []
         for chunk in clips.flatten(0, 1).split(max_clips or len(clips) * views):  # uint8 (<= max_clips, 3, T, H, W)
-            flat = normalize_clips(chunk.to(device, non_blocking=True))
+            flat, _ = fold_views(chunk.unsqueeze(1), device)  # each chunk a batch of one-view items
             if channels_last:
                 flat = flat.contiguous(memory_format=torch.channels_last_3d)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -127,10 +127,20 @@ def merge_results(parts: Sequence[EvalResult], order: Sequence[str]) -> EvalResu
     return EvalResult(top1, top5, mca, len(rows), scores, labels, [r[0] for r in rows], unreadable)
 
 
+def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
+    if amp is None:
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("train.amp='fp16' needs CUDA; use 'bf16' on CPU")
+        return torch.float16
+    raise ConfigError(f"train.amp must be null, 'bf16' or 'fp16', got {amp!r}")
+
+
 def eval_amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     """Evaluation's autocast dtype: the run's ``train.amp`` on CUDA, fp32 elsewhere."""
-    from .train import amp_dtype
-
     return amp_dtype(cfg.train.amp, device) if device.type == "cuda" else None
 
 
@@ -309,7 +319,7 @@ def evaluate_checkpoint(
     check_views(cfg.data.sampler, clips, "--clips")
     device = local_device(cfg.train.device)
     init_distributed(device)
-    dataset = make_dataset(cfg, train=False, clips=clips, crops=crops, classes=classes or None)
+    dataset = make_dataset(cfg, "test", clips=clips, crops=crops, classes=classes or None)
     model = model.to(device, memory_format=memory_format(cfg))
     result = evaluate_dataset(model, cfg, dataset, device, clips * crops, progress=progress)
     if is_main():

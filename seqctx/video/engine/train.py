@@ -27,7 +27,7 @@ from .builders import EpochSampler, make_dataset, make_loader, make_model, memor
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, save_config
 from .distributed import all_gather_objects, all_reduce_sum, barrier, cleanup, init_distributed, is_main, local_device
-from .evaluate import EvalResult, checkpoint_config, evaluate_dataset, model_conflicts
+from .evaluate import EvalResult, amp_dtype, checkpoint_config, evaluate_dataset, model_conflicts
 from .optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -110,18 +110,6 @@ def freeze_batchnorm(model: nn.Module, mode: str) -> None:
             m.bias.requires_grad_(False)
 
 
-def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
-    if amp is None:
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("train.amp='fp16' needs CUDA; use 'bf16' on CPU")
-        return torch.float16
-    raise ConfigError(f"train.amp must be null, 'bf16' or 'fp16', got {amp!r}")
-
-
 def move_run_aside(work_dir: Path) -> Path:
     """Move the files of the run in ``work_dir`` into ``work_dir/replaced-<date>-<time>/``."""
     dest = work_dir / time.strftime("replaced-%Y%m%d-%H%M%S")
@@ -168,9 +156,9 @@ class Trainer:
             self.model = sync_backbone_norms(self.model)
         self.model = self.model.to(memory_format=memory_format(cfg))
         freeze_batchnorm(self.model, t.freeze_bn)  # before the optimiser sees requires_grad
-        self.train_set = make_dataset(cfg, train=True)  # decides the run's class list
+        self.train_set = make_dataset(cfg, "train")  # decides the run's class list
         classes = self.train_set.classes
-        self.val_set = make_dataset(cfg, train=False, test=False, classes=classes) if cfg.data.val_annotation else None
+        self.val_set = make_dataset(cfg, "val", classes=classes) if cfg.data.val_annotation else None
         self.batch = cfg.data.batch_size
         self.sampler = EpochSampler(len(self.train_set), shuffle=True, seed=t.seed, rank=self.rank, world=self.world)
         self.iters_per_epoch = len(self.sampler) // self.batch  # the last partial batch is dropped

@@ -33,7 +33,7 @@ def segments(train=False, n=4, clips=1):
 def test_kinetics_csv_layouts_labels_and_missing_videos(caplog):
     ds = KineticsDataset(K400 / "k400_val_sample.csv", K400, sampler=segments(), on_error="raise")
     assert ds.classes == ["flipping pancake", "using segway"]  # sorted label names
-    assert [r.label for r in ds.records] == [1, 1, 1, 0]
+    assert [r.label for r in ds.index] == [1, 1, 1, 0]
     clip, label, meta = ds[0]  # found under val/using segway/
     assert clip.shape == (1, 4, 256, 340, 3) and clip.dtype == torch.uint8 and label == 1
     assert meta["id"] == "R6llTwEh07w_000000_000010"
@@ -47,17 +47,17 @@ def test_kinetics_csv_layouts_labels_and_missing_videos(caplog):
     assert meta["id"] != "WUzgd7C1pWA_000101_000111" and ds.failures == 1
     assert "WUzgd7C1pWA" in caplog.text
     mapped = KineticsDataset(K400 / "k400_val_sample.csv", K400, label_map=K400 / "label_map_k400.txt")
-    assert mapped.records[0].label == mapped.classes.index("using segway") == 375
+    assert mapped.index[0].label == mapped.classes.index("using segway") == 375
 
 
 def test_ssv2_templates_labels_and_test_split():
     ds = SomethingSomethingV2(SSV2 / "validation.json", SSV2 / "labels.json", SSV2 / "videos", sampler=segments())
-    assert [r.label for r in ds.records] == [5, 41, 5]
+    assert [r.label for r in ds.index] == [5, 41, 5]
     assert ds.classes[41] == "Moving something away from the camera"
     clip, label, meta = ds[1]
     assert clip.shape == (1, 4, 240, 427, 3) and label == 41 and meta["id"] == "100041"
     test = SomethingSomethingV2(SSV2 / "test.json", SSV2 / "labels.json", SSV2 / "videos")
-    assert [r.label for r in test.records] == [-1, -1]
+    assert [r.label for r in test.index] == [-1, -1]
 
 
 def test_ssv1_frame_folders(tmp_path):
@@ -71,7 +71,7 @@ def test_ssv1_frame_folders(tmp_path):
             (tmp_path / vid / f"{i + 1:05d}.jpg").write_bytes(jpg)
     (tmp_path / "val.csv").write_text("1001;Closing something\n1002;Pushing something from left to right\n")
     ds = SomethingSomethingV1(tmp_path / "val.csv", DATA / "sthv1" / "labels.csv", tmp_path, sampler=segments(n=8))
-    assert [r.label for r in ds.records] == [11, 30]
+    assert [r.label for r in ds.index] == [11, 30]
     clip, label, _ = ds[0]
     assert clip.shape == (1, 8, 240, 427, 3) and label == 11
     assert detect_format(tmp_path / "val.csv") == "ssv1"

@@ -37,7 +37,7 @@ def test_a_split_missing_a_class_keeps_the_runs_indices(tmp_path):
     val_csv = kinetics_csv(tmp_path / "val.csv", [("a", "y1"), ("c", "y3")])  # no video of "b"
     assert train.classes == ["a", "b", "c"]
     val = KineticsDataset(val_csv, tmp_path, classes=train.classes)
-    assert [r.label for r in val.records] == [0, 2]  # "c" stays 2, not the second class of this file
+    assert [r.label for r in val.index] == [0, 2]  # "c" stays 2, not the second class of this file
     alone = KineticsDataset(val_csv, tmp_path)  # a training annotation decides its own list: sorted names
     assert alone.classes == ["a", "c"]
     kinetics_csv(tmp_path / "new.csv", [("a", "z1"), ("d", "z4")])
@@ -60,17 +60,17 @@ def test_repeated_videos_are_refused_at_load_naming_them(tmp_path):
 
 def test_annotations_with_a_byte_order_mark(tmp_path):
     csv = kinetics_csv(tmp_path / "bom.csv", [("a", "x1"), ("b", "x2")], bom=True)
-    assert [r.label for r in KineticsDataset(csv, tmp_path).records] == [0, 1]
+    assert [r.label for r in KineticsDataset(csv, tmp_path).index] == [0, 1]
     assert build_dataset(csv, tmp_path).classes == ["a", "b"]  # the format is detected through the BOM
     (tmp_path / "map.txt").write_text("\ufeffb\na\n")
-    assert [r.label for r in KineticsDataset(csv, tmp_path, label_map=tmp_path / "map.txt").records] == [1, 0]
+    assert [r.label for r in KineticsDataset(csv, tmp_path, label_map=tmp_path / "map.txt").index] == [1, 0]
     (tmp_path / "val.json").write_text("\ufeff" + (SSV2 / "validation.json").read_text())
     (tmp_path / "labels.json").write_text("\ufeff" + (SSV2 / "labels.json").read_text())
     ds = SomethingSomethingV2(tmp_path / "val.json", tmp_path / "labels.json", SSV2 / "videos")
-    assert [r.label for r in ds.records] == [5, 41, 5]
+    assert [r.label for r in ds.index] == [5, 41, 5]
     (tmp_path / "list.txt").write_text("\ufeffvideos/100005.webm 3\n")
     ds = VideoListDataset(tmp_path / "list.txt", SSV2)
-    assert ds.records[0].id == "videos/100005.webm" and ds.path(0) == SSV2 / "videos" / "100005.webm"
+    assert ds.index[0].id == "videos/100005.webm" and ds.path(0) == SSV2 / "videos" / "100005.webm"
 
 
 @pytest.mark.parametrize(
@@ -114,4 +114,4 @@ def test_the_index_holds_no_python_object_per_video(tmp_path):
     gc.collect()
     assert len(gc.get_objects()) - before < 2_000  # the class names and a few arrays, not 50k records
     assert ds.index.nbytes < 50_000 * 50  # 25-byte ids, offsets, labels, frame counts, groups: 43 bytes a video
-    assert ds.records[49_999].id == "00000049999_000000_000010" and ds.fields(7)["label"] == "class 7"
+    assert ds.index[49_999].id == "00000049999_000000_000010" and ds.fields(7)["label"] == "class 7"

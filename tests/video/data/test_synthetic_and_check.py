@@ -22,14 +22,12 @@ def test_synthetic_set_is_real_h264_in_ssv2_format(tmp_path):
         paths["train"], paths["labels"], paths["root"], sampler=build_sampler("segments", train=False, num_segments=4)
     )
     val = json.loads(paths["validation"].read_text())
-    assert (
-        len(ds) == 12 and len(val) == 4 and sorted(r.label for r in ds.records) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-    )
+    assert len(ds) == 12 and len(val) == 4 and sorted(r.label for r in ds.index) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     clip, label, _ = ds[0]
     assert clip.shape == (1, 4, 64, 64, 3)
     import av
 
-    with av.open(str(paths["root"] / f"{ds.records[0].id}.mp4")) as c:
+    with av.open(str(paths["root"] / f"{ds.index[0].id}.mp4")) as c:
         assert c.streams.video[0].codec_context.name == "h264" and c.streams.video[0].frames == 12
     # deterministic given the seed: the same annotations and (up to the encoder) the same frames
     again = generate_synthetic(tmp_path / "again", cfg)

@@ -52,8 +52,8 @@ def test_chunked_evaluation_equals_one_pass(tsm_run, tmp_path, capsys):
 
 def test_validation_views_and_the_test_crop_size(synth, tmp_path):
     cfg = tiny_config(synth, tmp_path / "run", "data.test_clips=2", "data.test_crops=3", "data.test_crop_size=24")
-    val = make_dataset(cfg, train=False, test=False)  # what training validates with: 1 clip, centre crop of size
-    test = make_dataset(cfg, train=False)  # seqctx test's protocol
+    val = make_dataset(cfg, "val")  # what training validates with: 1 clip, centre crop of size
+    test = make_dataset(cfg, "test")  # seqctx test's protocol
     assert val[0][0].shape == (1, 3, 4, 32, 32)
     assert test[0][0].shape == (2 * 3, 3, 4, 24, 24)
     bad = tiny_overrides(synth, tmp_path / "run", "data.test_crop_size=40")
