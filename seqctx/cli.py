@@ -174,8 +174,9 @@ def _data_check(args: argparse.Namespace) -> int:
     from seqctx.video.data.check import check_dataset, format_report
 
     dataset = build_dataset(args.annotation, args.root, args.labels, args.format,
-                            **({"backend": args.backend} if args.backend else {}))  # fmt: skip
-    statuses = check_dataset(dataset, args.min_frames, args.workers)
+                            **({"backend": args.backend} if args.backend else {}), short_side=args.short_side,
+                            decode_timeout=args.timeout)  # fmt: skip
+    statuses = check_dataset(dataset, args.min_frames, args.workers, exact=args.exact)
     print(format_report(statuses))
     return int(any(s.status != "ok" for s in statuses))
 
@@ -223,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--min-frames", type=int, default=8, help="fewer frames than this is 'too short'")
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--short-side", type=int, help="decode at this shorter side, as data.decode_short_side")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds a video may take (data.decode_timeout)")
+    p.add_argument(
+        "--exact", action="store_true", help="also compare random access with a sequential decode (list 'inexact' ones)"
+    )
     p.set_defaults(func=_data_check)
     p = data.add_parser("synth", help="write the synthetic motion data set (H.264 mp4 + SSv2-style JSON)")
     p.add_argument("out_dir")

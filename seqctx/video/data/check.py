@@ -1,4 +1,10 @@
-"""``seqctx data check``: open every video of an annotation file and report the bad ones."""
+"""``seqctx data check``: open every video of an annotation file and report the bad ones.
+
+Each video is opened as training opens it (backend, decode size, time limit), its frames
+counted and its first and last frames decoded. With ``exact``, frames read by random access at
+a few positions are also compared with a sequential decode of the same file (every frame in
+order, the ground truth): a video whose random access returns other frames is ``inexact``.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +13,34 @@ from dataclasses import dataclass
 
 from torch.utils.data import DataLoader, Dataset
 
-from .datasets import VideoDataset
-from .decode import VideoError, open_video
+from .datasets import LOAD_ERRORS, VideoDataset
+from .decode import VideoError, read_sequential
+
+STATUSES = ("ok", "missing", "unreadable", "too_short", "inexact")
+EXACT_TOLERANCE = 1.0  # mean absolute difference (of 255) within one decoder's rounding; a wrong frame is far above
 
 
 @dataclass
 class VideoStatus:
     id: str
     path: str
-    status: str  # ok | missing | unreadable | too_short
+    status: str  # one of STATUSES
     num_frames: int = 0
     reason: str = ""
+    access: str = ""  # seek | sequential: how the backend reads this video (decode.VideoSource.access)
+
+
+def exact_positions(num_frames: int) -> list[int]:
+    """Where ``--exact`` compares: the second frame, a third and two thirds in, and the last."""
+    return sorted({min(1, num_frames - 1), num_frames // 3, 2 * num_frames // 3, num_frames - 1})
 
 
 class _Probe(Dataset):
-    """Opens video ``i`` of a dataset, counts its frames and decodes the first and the last one."""
+    """Opens video ``i`` of a dataset, counts its frames and decodes the first and the last one
+    (and, with ``exact``, compares random access with a sequential decode)."""
 
-    def __init__(self, dataset: VideoDataset, min_frames: int) -> None:
-        self.dataset, self.min_frames = dataset, min_frames
+    def __init__(self, dataset: VideoDataset, min_frames: int, exact: bool) -> None:
+        self.dataset, self.min_frames, self.exact = dataset, min_frames, exact
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -36,36 +52,56 @@ class _Probe(Dataset):
         except VideoError as e:
             return VideoStatus(record.id, "", "missing", reason=str(e))
         try:
-            source = open_video(path, self.dataset.backend)
+            source = self.dataset.open(path)
             source.read([0, source.num_frames - 1])
-        except (VideoError, OSError, RuntimeError, ValueError) as e:
+            if self.exact:
+                positions = exact_positions(source.num_frames)
+                random = source.read(positions).float()
+                truth = read_sequential(path, positions, self.dataset.backend, self.dataset.short_side).float()
+        except LOAD_ERRORS as e:
             return VideoStatus(record.id, str(path), "unreadable", reason=str(e))
+        status = VideoStatus(record.id, str(path), "ok", source.num_frames, access=source.access)
         if source.num_frames < self.min_frames:
-            reason = f"{source.num_frames} frames < {self.min_frames}"
-            return VideoStatus(record.id, str(path), "too_short", source.num_frames, reason)
-        return VideoStatus(record.id, str(path), "ok", source.num_frames)
+            status.status, status.reason = "too_short", f"{source.num_frames} frames < {self.min_frames}"
+        elif self.exact:
+            if random.shape != truth.shape:
+                wrong, worst = positions, float("inf")
+            else:
+                error = (random - truth).abs().flatten(1).mean(1).tolist()  # per frame
+                wrong, worst = [p for p, e in zip(positions, error, strict=True) if e > EXACT_TOLERANCE], max(error)
+            if wrong:
+                status.status = "inexact"
+                status.reason = (
+                    f"random access ({self.dataset.backend}, {source.access}) returns other frames than a "
+                    f"sequential decode at {wrong} (mean difference up to {worst:.1f} of 255)"
+                )
+        return status
 
 
 def check_dataset(
-    dataset: VideoDataset, min_frames: int = 8, workers: int = 0, progress: bool = True
+    dataset: VideoDataset, min_frames: int = 8, workers: int = 0, progress: bool = True, exact: bool = False
 ) -> list[VideoStatus]:
     """The status of every video, opened in ``workers`` DataLoader processes."""
     from tqdm import tqdm
 
-    loader = DataLoader(_Probe(dataset, min_frames), batch_size=None, num_workers=workers)
+    loader = DataLoader(_Probe(dataset, min_frames, exact), batch_size=None, num_workers=workers)
     return list(tqdm(loader, total=len(dataset), desc="checking videos", disable=not progress))
 
 
 def format_report(statuses: list[VideoStatus]) -> str:
     counts = Counter(s.status for s in statuses)
-    lines = [
-        f"{len(statuses)} videos: "
-        + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "missing", "unreadable", "too_short"))
-    ]
+    lines = [f"{len(statuses)} videos: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in STATUSES)]
     lines += [f"  {s.status:10s} {s.id}: {s.reason}" for s in statuses if s.status != "ok"]
     frames = [s.num_frames for s in statuses if s.status == "ok"]
     if frames:
         lines.append(
             f"frames per video: min {min(frames)}, median {sorted(frames)[len(frames) // 2]}, max {max(frames)}"
+        )
+    sequential = sum(s.access == "sequential" for s in statuses)
+    if sequential:
+        lines.append(
+            f"{sequential} videos are read sequentially from their first frame (AVI, or MPEG-4 Part 2 with decord: "
+            "their timestamps cannot name frames, so seeking could return neighbours); `seqctx data prepare` "
+            "re-encodes them for exact seeking"
         )
     return "\n".join(lines)

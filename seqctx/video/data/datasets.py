@@ -27,9 +27,10 @@ from torch.utils.data import Dataset, default_collate
 
 from seqctx.errors import DataError
 
-from .decode import VideoError, open_video
+from .decode import VideoError, VideoSource
 from .index import VideoIndex
 from .sampling import Clips, build_sampler
+from .watchdog import open_guarded
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ class VideoDataset(Dataset):
         backend: ``decord``, ``pyav``, ``torchcodec`` or ``frames``.
         classes: class names by index.
         decode_threads: decoding threads per video reader (decord, PyAV), in each DataLoader worker.
+        short_side: decode frames with this shorter side (:func:`~.decode.open_video`); None: as stored.
+        decode_timeout: seconds a video may take to open and decode before it counts as unreadable
+            (:mod:`~.watchdog`: decoding then runs in a helper process); None: no limit, in-process.
         seed: with :meth:`set_epoch`, makes each item's random sampling and augmentation a
             function of ``(seed, epoch, index)`` only: the same whatever the number of workers or
             processes, and exactly reproducible when a run resumes.
@@ -87,6 +91,8 @@ class VideoDataset(Dataset):
         classes: Sequence[str] = (),
         seed: int = 0,
         decode_threads: int = 1,
+        short_side: int | None = None,
+        decode_timeout: float | None = None,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -98,6 +104,7 @@ class VideoDataset(Dataset):
         self.on_error = on_error
         self.backend = backend
         self.decode_threads = decode_threads
+        self.short_side, self.decode_timeout = short_side, decode_timeout
         self.classes = list(classes)
         self.seed = seed
         self._epoch = mp.Value("i", 0)  # shared with DataLoader workers, persistent ones too
@@ -167,20 +174,26 @@ class VideoDataset(Dataset):
         shown = ", ".join(tried[:3]) + (f", ... ({len(tried)} paths)" if len(tried) > 3 else "")
         raise VideoError(f"video {self.index.ids[i]!r} not found (looked for {shown})")
 
+    def open(self, path: str | Path) -> VideoSource:
+        """Video ``path`` opened with this data set's backend, threads, decode size and time limit."""
+        return open_guarded(path, self.backend, self.decode_threads, self.short_side, self.decode_timeout)
+
     def load(self, index: int) -> tuple[torch.Tensor, int, dict[str, object]]:
-        """Item ``index`` with no error policy: raises :class:`VideoError`."""
+        """Item ``index`` with no error policy: raises :class:`VideoError`. Every frame of its
+        clips is decoded once; each clip is gathered from them only while it is transformed (a
+        10-clip test item holds its decoded frames, one clip and the views, never a second copy)."""
         path = self.path(index)
-        source = open_video(path, self.backend, self.decode_threads)  # opened here, in the worker
+        source = self.open(path)  # opened here, in the worker
         rng = np.random.default_rng([self.seed, self.epoch, index])
         clips = self.sampler(source.num_frames, rng=rng)
-        frames = source.read([i for clip in clips for i in clip])  # one decode for all clips: (sum T, H, W, 3)
+        unique = source.unique([i for clip in clips for i in clip])
+        frames = source.decode(unique)  # (U, H, W, 3)
+        position = {frame: i for i, frame in enumerate(unique)}
         views = []
         with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from torch's RNG
             torch.manual_seed(int(rng.integers(2**62)))
-            start = 0
             for clip in clips:
-                x = frames[start : start + len(clip)]  # (T, H, W, 3)
-                start += len(clip)
+                x = _take(frames, [position[i] for i in clip])  # (T, H, W, 3)
                 views.append(self.transform(x) if self.transform is not None else x.unsqueeze(0))
         out = torch.cat(views)  # (V, 3, T, H, W): clips x crops
         meta = {"id": self.index.ids[index], "path": str(path), "index": index}
@@ -234,6 +247,13 @@ class VideoDataset(Dataset):
     def max_label(self) -> int:
         """The largest class index in the annotations (-1 when nothing is labelled)."""
         return int(self.index.labels.max())
+
+
+def _take(frames: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """``frames[rows]``: a view for consecutive rows (dense clips), else one gathered clip."""
+    if rows == list(range(rows[0], rows[0] + len(rows))):
+        return frames[rows[0] : rows[0] + len(rows)]
+    return frames.index_select(0, torch.tensor(rows))
 
 
 def collate_clips(

@@ -108,7 +108,8 @@ def make_dataset(
         annotation, d.root, d.labels, d.format, classes=classes,
         sampler=sampler, transform=transform, on_error=d.on_error if train else "drop",
         **({"backend": d.backend} if d.backend else {}),  # null: the format's own
-        seed=cfg.train.seed, decode_threads=d.decode_threads,
+        seed=cfg.train.seed, decode_threads=d.decode_threads, short_side=d.decode_short_side,
+        decode_timeout=d.decode_timeout,
     )  # fmt: skip
     dataset.check_found()
     top = dataset.max_label()

@@ -62,6 +62,8 @@ class DataConfig:
     batch_size: int = 8
     workers: int = 2
     decode_threads: int = 1  # per loader worker (decord, PyAV); FFmpeg's auto would be cores + 1 each
+    decode_short_side: int | None = None  # frames leave the decoder with this shorter side; null: as stored
+    decode_timeout: float | None = 120.0  # seconds a video may take to decode before it counts as unreadable
     prefetch_factor: int = 2  # batches each loader worker prepares ahead
     on_error: Literal["replace", "raise"] = "replace"  # training only: evaluation never replaces a video
 
@@ -121,7 +123,8 @@ MINIMUM: dict[str, float] = {
     "model.num_classes": 1, "model.num_segments": 1, "model.width": 1,
     "data.frame_interval": 1, "data.size": 1, "data.scale_size": 1, "data.test_clips": 1, "data.val_clips": 1,
     "data.test_crop_size": 1, "data.test_batch_clips": 1, "data.batch_size": 1,
-    "data.workers": 0, "data.decode_threads": 1, "data.prefetch_factor": 1,
+    "data.workers": 0, "data.decode_threads": 1, "data.decode_short_side": 1, "data.decode_timeout": 0.001,
+    "data.prefetch_factor": 1,
     "optim.lr": 0, "optim.weight_decay": 0, "optim.step_size": 1, "optim.warmup_epochs": 0,
     "train.epochs": 1, "train.accumulate": 1, "train.eval_every": 1, "train.checkpoint_every": 0,
     "train.log_every": 1, "train.threads": 1,

@@ -364,7 +364,8 @@ def predict_videos(
     crop; model, sampling, sizes and device from the checkpoint's config, ``overrides``
     applied), one :class:`Prediction` per video as it is done; a video that cannot be read gives
     its error and the rest go on."""
-    from seqctx.video.data import VideoError, build_sampler, build_transform, open_video
+    from seqctx.video.data import VideoError, build_sampler, build_transform
+    from seqctx.video.data.watchdog import open_guarded
 
     files = expand_videos(videos)
     cfg, model, classes = load_trained_model(None, checkpoint, overrides)
@@ -377,7 +378,8 @@ def predict_videos(
     transform = build_transform(False, size=d.size, scale_size=d.scale_size)
     for path in files:
         try:
-            source = open_video(path, d.backend if d.backend not in (None, "frames") else "decord")
+            backend = d.backend if d.backend not in (None, "frames") else "decord"
+            source = open_guarded(path, backend, d.decode_threads, d.decode_short_side, d.decode_timeout)
             (indices,) = sampler(source.num_frames)  # one clip
             views = normalize_clips(transform(source.read(indices)).to(device))  # (1, 3, T, H, W): one crop
         except (VideoError, OSError, RuntimeError, ValueError) as e:
