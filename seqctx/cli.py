@@ -181,6 +181,21 @@ def _data_check(args: argparse.Namespace) -> int:
     return int(any(s.status != "ok" for s in statuses))
 
 
+def _data_prepare(args: argparse.Namespace) -> int:
+    from seqctx.video.data import build_dataset
+    from seqctx.video.data.prepare import FAILURES_FILE, prepare_dataset
+
+    dataset = build_dataset(args.annotation, args.root, args.labels, args.format)
+    report = prepare_dataset(
+        dataset, args.annotation, args.out, short_side=args.short_side, keyint=args.keyint, crf=args.crf,
+        frames=args.frames, workers=args.workers,
+    )  # fmt: skip
+    print(report.summary())
+    if report.failed:
+        print(f"failures listed in {Path(args.out) / FAILURES_FILE}")
+    return int(bool(report.failed))
+
+
 def _data_synth(args: argparse.Namespace) -> int:
     from seqctx.video.data import SynthConfig, generate_synthetic
 
@@ -230,6 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--exact", action="store_true", help="also compare random access with a sequential decode (list 'inexact' ones)"
     )
     p.set_defaults(func=_data_check)
+    p = data.add_parser(
+        "prepare", help="re-encode every video at a short side (H.264, short keyframe interval) or to JPEG frames"
+    )
+    p.add_argument("annotation", help="Kinetics CSV, SSv2 JSON, SSv1 CSV or a list file")
+    p.add_argument("--root", required=True, help="folder holding the videos (read only)")
+    p.add_argument("--out", required=True, help="folder for the copies (relative paths kept); then data.root=OUT")
+    p.add_argument("--labels", help="labels file (SSv1/SSv2) or label map (Kinetics)")
+    p.add_argument("--format", choices=["kinetics", "ssv2", "ssv1", "list"], help="default: detected")
+    p.add_argument("--short-side", type=int, default=256, help="shorter side of the copies, even (default 256)")
+    p.add_argument("--keyint", type=int, default=16, help="frames between keyframes (default 16)")
+    p.add_argument("--crf", type=int, default=18, help="x264 quality, lower is better (default 18)")
+    p.add_argument("--frames", action="store_true", help="write JPEG frame folders instead of MP4s")
+    p.add_argument("--workers", type=int, default=0, help="parallel conversions (default 0: in this process)")
+    p.set_defaults(func=_data_prepare)
     p = data.add_parser("synth", help="write the synthetic motion data set (H.264 mp4 + SSv2-style JSON)")
     p.add_argument("out_dir")
     p.add_argument("--classes", type=int, default=10, help="2 to 10 (time-reversed pairs)")

@@ -136,7 +136,8 @@ def native_stderr() -> Iterator[list[str]]:
             lines += tmp.read().decode("utf-8", "replace").splitlines()
 
 
-_DECORD_LOG = re.compile(r"^\[[\d:]+\] \S+: (?:ERROR \w+: [^,]*, )?")  # "[13:20:55] src/x.cc:83: ERROR opening: PATH, "
+# "[13:20:55] src/x.cc:83: ERROR opening: PATH, " or "[13:20:55] src/x.cc:270: [PATH] "
+_DECORD_LOG = re.compile(r"^\[[\d:]+\] \S+: (?:ERROR \w+: [^,]*, |\[[^\]]*\] )?")
 
 
 def native_reason(lines: Sequence[str], fallback: str) -> str:
@@ -225,7 +226,7 @@ class DecordSource(VideoSource):
             with native_stderr() as logged:
                 return decord.VideoReader(str(self.path), **self.options)
         except Exception as e:  # decord raises its own DECORDError and RuntimeErrors
-            reason = native_reason(logged, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            reason = native_reason([*logged, *str(e).splitlines()[:1]], type(e).__name__)
             raise VideoError(f"{self.path}: decord cannot open it: {reason}") from e
 
     def decode(self, unique: list[int]) -> torch.Tensor:
@@ -258,7 +259,7 @@ class PyAVSource(VideoSource):
     def __init__(self, path: str | Path, num_threads: int = 1, short_side: int | None = None) -> None:
         import av
 
-        self.path, self.short_side = path, short_side
+        self.path, self.short_side, self.num_threads = path, short_side, num_threads
         try:
             self.container = av.open(str(path), metadata_errors="ignore")
             self.stream = self.container.streams.video[0]
@@ -285,9 +286,24 @@ class PyAVSource(VideoSource):
         rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")  # type: ignore[attr-defined]
         return _rotate(rgb, getattr(frame, "rotation", 0))
 
+    def _rewind(self) -> None:
+        """Back to the first frame: opening again is the one way that works for every stream (raw ones too)."""
+        import av
+
+        self.container.close()
+        self.container = av.open(str(self.path), metadata_errors="ignore")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type, self.stream.codec_context.thread_count = "AUTO", self.num_threads
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Every frame in order from the first, displayed and scaled: uint8 ``(H, W, 3)`` each."""
+        self._rewind()
+        for frame in self.container.decode(self.stream):
+            yield self._rgb(frame)
+
     def _sequential(self, unique: list[int]) -> dict[int, np.ndarray]:
         got: dict[int, np.ndarray] = {}
-        self.container.seek(0)
+        self._rewind()
         wanted = set(unique)
         for i, frame in enumerate(self.container.decode(self.stream)):
             if i in wanted:
