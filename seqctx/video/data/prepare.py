@@ -130,7 +130,7 @@ def _write_mp4(frames: Iterator, rate: Fraction, tmp: Path, keyint: int, crf: in
                 stream.codec_context.thread_count = 1  # the workers are the parallelism
                 stream.options = {"crf": str(crf), "g": str(keyint), "keyint_min": str(keyint), "preset": "fast"}
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = written
+            frame.pts, frame.time_base = written, 1 / rate
             container.mux(stream.encode(frame))
             written += 1
         if stream is not None:

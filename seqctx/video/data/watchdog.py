@@ -127,7 +127,7 @@ class GuardedSource(VideoSource):
         self, path: str | Path, backend: str, num_threads: int, short_side: int | None, timeout: float
     ) -> None:
         self.path, self.timeout = path, timeout
-        request = ("open", str(path), backend, num_threads, short_side)
+        request = ("open", os.path.abspath(path), backend, num_threads, short_side)  # the helper keeps its own cwd
         self.num_frames, self.access = _HELPER.call(request, path, timeout)  # type: ignore[misc]
 
     def decode(self, unique: list[int]) -> torch.Tensor:
