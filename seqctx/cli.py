@@ -36,10 +36,21 @@ def _show_log() -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from seqctx.video.engine import Trainer, load_config
+    from seqctx.video.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
+    from seqctx.video.engine.train import RunFinished
 
     overrides = list(args.set) + ([f"work_dir={args.work_dir}"] if args.work_dir else [])
-    with Trainer(load_config(args.config, overrides), resume=args.resume, overwrite=args.overwrite) as trainer:
-        metrics = trainer.fit()
+    try:
+        with Trainer(load_config(args.config, overrides), resume=args.resume, overwrite=args.overwrite) as trainer:
+            metrics = trainer.fit()
+    except RunFinished as e:
+        if os.environ.get("RANK", "0") == "0":
+            print(e, file=sys.stderr)
+        return 0
+    except Preempted as e:
+        if os.environ.get("RANK", "0") == "0":
+            print(e, file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     if trainer.rank == 0:
         print(" ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     return 0
@@ -273,7 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--work-dir", help="where checkpoints, logs and plots go (config: work_dir)")
-    p.add_argument("--resume", action="store_true", help="continue the run in WORK_DIR from its latest.pt")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        choices=["auto"],
+        help="continue the run in WORK_DIR from its latest.pt; `--resume auto`: continue it when there is one, start "
+        "it otherwise, exit 0 when it is finished (config: train.resume)",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",

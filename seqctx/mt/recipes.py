@@ -207,10 +207,25 @@ def average_checkpoints(paths: list[Path], out: str | Path) -> Path:
 
 
 def train(recipe: dict[str, Any], dry_run: bool = False) -> None:
-    """Log the fairseq-train command of a recipe, check its options and run it."""
+    """Log the fairseq-train command of a recipe, check its options and run it. A ``save_dir``
+    holding ``checkpoint_last.pt`` is continued from it (fairseq's own resume: model, optimiser,
+    schedule, data position), and the log says so; fairseq writes its checkpoints atomically (a
+    temporary file renamed), and a stopped or preempted fairseq-train loses the updates since its
+    last save (each epoch, or ``train.save-interval-updates``)."""
     cmd = train_command(recipe)
     log.info(format_command(cmd))
     check_options(cmd)
+    last = Path(recipe.get("save_dir", "checkpoints")) / "checkpoint_last.pt"
+    if last.is_file() and "restore-file" not in recipe.get("train", {}):
+        try:
+            updates = checkpoint_updates(last)
+        except Exception as e:  # what fairseq would fail on after its start-up, said before it
+            raise ConfigError(
+                f"{last} is not a readable fairseq checkpoint ({e}); fairseq-train would resume from it: move it "
+                "aside, or resume from a numbered one with --set train.restore-file=PATH"
+            ) from None
+        log.info("continuing from %s (%d updates): fairseq-train resumes from it; another save_dir starts afresh",
+                 last, updates)  # fmt: skip
     if not dry_run:
         run(cmd)
 

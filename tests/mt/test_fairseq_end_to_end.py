@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from seqctx.cli import main
+from seqctx.mt.recipes import checkpoint_updates
 from seqctx.mt.score import score_files
 
 TEXT = Path(__file__).parents[1] / "data" / "text" / "iwslt14_bpe"
@@ -58,4 +59,13 @@ def test_tiny_model_learns_then_generates_and_scores(tmp_path, capfd):
     # the tokenised BLEU is fairseq-generate's own BLEU4 on the same output, to the printed digit
     fairseq_line = re.search(r"BLEU4 = (.*)$", generated, flags=re.M).group(1)
     assert str(score_files(tmp_path / "ckpt" / "generate-test.txt").tokenized) == fairseq_line
+    # a rerun continues from checkpoint_last.pt (fairseq's resume), and says so
+    assert main(["mt", "train", str(path), "--set", "train.max-update=230"]) == 0
+    log = "".join(capfd.readouterr())
+    assert "continuing from" in log and "checkpoint_last.pt (200 updates)" in log
+    assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ 200 updates\)", log)
+    assert checkpoint_updates(tmp_path / "ckpt" / "checkpoint_last.pt") == 230
+    (tmp_path / "ckpt" / "checkpoint_last.pt").write_bytes(b"cut")
+    assert main(["mt", "train", str(path), "--set", "train.max-update=240"]) == 2
+    assert "checkpoint_last.pt is not a readable fairseq checkpoint" in "".join(capfd.readouterr())
     assert f"BLEU4 = {fairseq_line}" in stdout

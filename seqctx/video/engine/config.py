@@ -22,6 +22,8 @@ from seqctx.overrides import apply_overrides
 from seqctx.safe_yaml import load_yaml
 from seqctx.video.data import Backend, DatasetFormat
 
+from .preemption import signal_number
+
 NoDecay = Literal["declared", "norm_bias"]  # optim.no_decay, see optim.param_groups
 NO_DECAY_RULES: tuple[str, ...] = get_args(NoDecay)
 
@@ -98,6 +100,9 @@ class TrainConfig:
     sync_bn: bool = False
     eval_every: int = 1
     checkpoint_every: int = 0  # iterations between mid-epoch checkpoints (0: at epoch ends only)
+    keep_checkpoints: int = 1  # past saves of latest.pt kept as checkpoint_e<E>_i<I>.pt (resume falls back to them)
+    resume: Literal[False, "auto"] = False  # auto: continue the run in work_dir when there is one, else start it
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])  # save at an iteration, exit 75
     log_every: int = 10
     tensorboard: bool = False  # also write TensorBoard event files (the tensorboard extra)
     device: str = "auto"
@@ -127,7 +132,7 @@ MINIMUM: dict[str, float] = {
     "data.prefetch_factor": 1,
     "optim.lr": 0, "optim.weight_decay": 0, "optim.step_size": 1, "optim.warmup_epochs": 0,
     "train.epochs": 1, "train.accumulate": 1, "train.eval_every": 1, "train.checkpoint_every": 0,
-    "train.log_every": 1, "train.threads": 1,
+    "train.keep_checkpoints": 0, "train.log_every": 1, "train.threads": 1,
 }  # fmt: skip
 
 
@@ -252,6 +257,8 @@ def _validate(cfg: Config) -> Config:
             f"config key {key!r} is {crop}, larger than the frames' short side after resizing for testing "
             f"(data.scale_size, {scale}); raise data.scale_size or lower {key}"
         )
+    for name in cfg.train.stop_signals:
+        signal_number(name)
     m = cfg.model
     info = MODELS.get(m.name)
     if info is None:

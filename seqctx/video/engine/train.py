@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,19 +24,49 @@ from seqctx.modules import OPERATOR_TYPES
 from seqctx.video.data import fold_views
 
 from .builders import EpochSampler, make_dataset, make_loader, make_model, memory_format
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    load_resumable,
+    resumable_files,
+    retain_checkpoint,
+    retained_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)  # fmt: skip
 from .config import Config, save_config
-from .distributed import all_gather_objects, all_reduce_sum, barrier, cleanup, init_distributed, is_main, local_device
+from .distributed import (
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    cleanup,
+    cpu_group,
+    init_distributed,
+    is_main,
+    local_device,
+    on_main,
+)  # fmt: skip
 from .evaluate import EvalResult, amp_dtype, checkpoint_config, evaluate_dataset, model_conflicts
 from .optim import build_optimizer, build_scheduler
+from .preemption import Preempted, StopSignals
+from .workdir_lock import WorkDirLock
 
 log = logging.getLogger(__name__)
 
-# What a run writes into its work_dir: a folder holding any of these holds a run. The files a run
-# writes before it has trained (its config and class list) do not make one: a run that failed
-# before its first log line leaves nothing to keep, and the next run writes them anew.
+# What a run writes into its work_dir: a folder holding any of these (or retained checkpoints)
+# holds a run. The files a run writes before it has trained (its config and class list) do not
+# make one: a run that failed before its first log line leaves nothing to keep, and the next run
+# writes them anew.
 RUN_FILES = ("latest.pt", "best.pt", "metrics.jsonl", "loss.png", "accuracy.png", "tensorboard")
 SETUP_FILES = ("config.yaml", "classes.txt")
+
+
+class RunFinished(Exception):
+    """``resume="auto"`` found a finished run in the work folder: nothing to train."""
+
+
+def run_files(work_dir: Path) -> list[Path]:
+    """The files of a run in ``work_dir`` (:data:`RUN_FILES` and retained checkpoints)."""
+    return [work_dir / n for n in RUN_FILES if (work_dir / n).exists()] + retained_checkpoints(work_dir)
 
 
 def tensorboard_writer(folder: Path) -> Any:
@@ -114,9 +144,8 @@ def move_run_aside(work_dir: Path) -> Path:
     """Move the files of the run in ``work_dir`` into ``work_dir/replaced-<date>-<time>/``."""
     dest = work_dir / time.strftime("replaced-%Y%m%d-%H%M%S")
     dest.mkdir()
-    for name in RUN_FILES + SETUP_FILES:
-        if (work_dir / name).exists():
-            shutil.move(work_dir / name, dest / name)
+    for path in run_files(work_dir) + [work_dir / n for n in SETUP_FILES if (work_dir / n).exists()]:
+        shutil.move(path, dest / path.name)
     return dest
 
 
@@ -130,25 +159,45 @@ class Trainer:
     ``train.seed + rank``) as they were before the trainer was made.
 
     A work folder that holds a run is never written over silently: ``resume=True`` continues it
-    from ``latest.pt`` (with the same model: another model is a :class:`CheckpointError`),
-    ``overwrite=True`` moves its files into ``replaced-<date>-<time>/`` and starts afresh, and
-    neither raises :class:`WorkDirError`. ``on_iteration(epoch, iteration)`` is called after every
-    iteration (tests use it to stop a run as a kill would).
+    from ``latest.pt`` (with the same model: another model is a :class:`CheckpointError`; an
+    unreadable ``latest.pt`` falls back to the newest readable retained checkpoint, with a
+    warning), ``overwrite=True`` moves its files into ``replaced-<date>-<time>/`` and starts
+    afresh, ``resume="auto"`` (default: ``train.resume``) resumes when there is a checkpoint and
+    starts otherwise (:class:`RunFinished` when the run is done), and none of them raises
+    :class:`WorkDirError`. The folder is locked while the trainer lives (``run.lock``: a second run
+    there is refused); ``fit()`` and ``close()`` release it.
+
+    During ``fit()`` the signals of ``train.stop_signals`` stop the run at the next optimiser-step
+    boundary (every rank at the same one) after saving ``latest.pt`` there: :class:`Preempted`.
+    ``on_iteration(epoch, iteration)`` is called after every iteration (tests use it to stop a run
+    as a kill would).
     """
 
     def __init__(
-        self, cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True,
-        on_iteration: Callable[[int, int], None] | None = None,
+        self, cfg: Config, resume: bool | Literal["auto"] | None = None, overwrite: bool = False,
+        progress: bool = True, on_iteration: Callable[[int, int], None] | None = None,
     ) -> None:  # fmt: skip
         self.cfg, self.progress, self.on_iteration = cfg, progress, on_iteration
         self._restore_process_state = process_state_restorer()
+        self.tensorboard = None
         t = cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = local_device(t.device)
         self.rank, self.world = init_distributed(self.device)
-        seed_everything(t.seed + self.rank)  # each process its own dropout masks; DDP copies rank 0's weights
         self.work_dir = Path(cfg.work_dir)
+        self._lock = WorkDirLock(self.work_dir)
+        try:
+            on_main(self._lock.acquire)
+            self._setup(t.resume if resume is None else resume, overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, resume: bool | Literal["auto"], overwrite: bool) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        self.stop_group = cpu_group()
+        seed_everything(t.seed + self.rank)  # each process its own dropout masks; DDP copies rank 0's weights
         resume_from = self._claim_work_dir(resume, overwrite)
         self.amp = amp_dtype(t.amp, self.device)
         self.model = make_model(cfg).to(self.device)
@@ -176,13 +225,15 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
         self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
+        self.metrics_lines = 0  # lines of metrics.jsonl written (rank 0): a resumed run drops later ones
+        self.loss_window = torch.zeros(2, device=self.device)  # (sum of losses, iterations) since the last log
+        self.loss_total = torch.zeros(2, device=self.device)  # (sum, iterations) of the epoch's global batches
         if resume_from is not None:
             self._restore(resume_from)
         self.ddp: nn.Module = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
-        self.tensorboard = None
         if is_main():
             self.work_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.work_dir / "config.yaml")
@@ -192,16 +243,22 @@ class Trainer:
                 self.tensorboard = tensorboard_writer(self.work_dir / "tensorboard")
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def _claim_work_dir(self, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    def _claim_work_dir(self, resume: bool | Literal["auto"], overwrite: bool) -> dict[str, Any] | None:
         """Check the work folder before anything is written; returns the checkpoint to resume."""
         wd, t = self.work_dir, self.cfg.train
         if resume and overwrite:
             raise WorkDirError("--resume continues the run in the work folder, --overwrite replaces it: choose one")
+        auto = resume == "auto"
+        if auto:
+            resume = bool(resumable_files(wd))
+            overwrite = not resume  # files of a run that never saved a checkpoint are moved aside
+            if is_main():
+                log.info("%s %s", "resuming the run in" if resume else "starting a run in", wd)
         if resume:
-            if not (wd / "latest.pt").is_file():
+            if not resumable_files(wd):
                 raise WorkDirError(f"nothing to resume in {wd}: it has no latest.pt (start the run without --resume)")
-            ckpt = load_checkpoint(wd / "latest.pt")
-            saved = checkpoint_config(ckpt, wd / "latest.pt")
+            ckpt, path = load_resumable(wd)
+            saved = checkpoint_config(ckpt, path)
             keys = [k for k in vars(saved.model) if k != "pretrained"]
             conflicts = model_conflicts(saved.model, self.cfg.model, keys)
             if conflicts:
@@ -210,12 +267,15 @@ class Trainer:
                     "run's own model keys, or --overwrite to start a new run there"
                 )
             if ckpt["epoch"] >= t.epochs and ckpt["iteration"] == 0:
+                if auto:
+                    raise RunFinished(f"the run in {wd} is finished ({ckpt['epoch']} of {t.epochs} epochs): nothing "
+                                      "to train (raise train.epochs to train on)")  # fmt: skip
                 raise WorkDirError(
                     f"the run in {wd} is finished ({ckpt['epoch']} of train.epochs={t.epochs} epochs); raise "
                     "train.epochs to train on, or --overwrite to start afresh"
                 )
             return ckpt
-        existing = [name for name in RUN_FILES if (wd / name).exists()]
+        existing = [p.name for p in run_files(wd)]
         if existing and not overwrite:
             raise WorkDirError(
                 f"{wd} holds a run ({', '.join(existing)}): --resume to continue it, --overwrite to start afresh "
@@ -239,6 +299,9 @@ class Trainer:
             "rng": all_gather_objects(rng_state(self.device)),  # one entry per rank
             "config": self.cfg.to_dict(),
             "classes": list(self.train_set.classes),
+            "metrics_lines": self.metrics_lines,
+            "loss_total": self.loss_total.cpu(),
+            "loss_window": all_gather_objects(self.loss_window.cpu()),  # one entry per rank
         }
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -248,7 +311,16 @@ class Trainer:
         if self.scaler and ckpt["scaler"]:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.iteration, self.best_top1 = ckpt["epoch"], ckpt["iteration"], ckpt["best_top1"]
+        metrics = self.work_dir / "metrics.jsonl"
+        if is_main() and "metrics_lines" in ckpt and metrics.is_file():  # older checkpoints: the log as it is
+            lines = metrics.read_text().splitlines(keepends=True)[: ckpt["metrics_lines"]]
+            metrics.write_text("".join(lines))  # the lines logged after the checkpoint are logged again
+            self.metrics_lines = len(lines)
         states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
+        if "loss_total" in ckpt:
+            self.loss_total.copy_(ckpt["loss_total"])
+            windows = ckpt["loss_window"]
+            self.loss_window.copy_(windows[self.rank] if self.rank < len(windows) else torch.zeros(2))
         if self.rank < len(states):
             set_rng_state(states[self.rank], self.device)
         else:  # more processes than the run had: the new ones start from their seed
@@ -256,10 +328,17 @@ class Trainer:
         log.info("resumed from epoch %d, iteration %d", self.epoch, self.iteration)
 
     def _save(self, name: str) -> None:
-        """Every process calls it (the RNG states are gathered); rank 0 writes."""
-        state = self._state()
-        if is_main():
-            save_checkpoint(state, self.work_dir / name)
+        """Every process calls it (the RNG states are gathered); rank 0 writes, and a failed write
+        (:class:`CheckpointError` naming the file; the previous one is kept) stops every rank. Each
+        ``latest.pt`` is also retained as ``checkpoint_e<E>_i<I>.pt`` (``train.keep_checkpoints``)."""
+        state, path, keep = self._state(), self.work_dir / name, self.cfg.train.keep_checkpoints
+
+        def write() -> None:
+            save_checkpoint(state, path)
+            if name == "latest.pt":
+                retain_checkpoint(path, self.epoch, self.iteration, keep)
+
+        on_main(write)
 
     def _log(self, record: dict[str, Any]) -> None:
         """A line of ``metrics.jsonl`` and, with ``train.tensorboard``, its numbers as scalars
@@ -268,6 +347,7 @@ class Trainer:
             return
         with open(self.work_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        self.metrics_lines += 1
         if self.tensorboard is not None:
             step = record["epoch"] * self.iters_per_epoch + record.get("iteration", 0)
             for key, value in record.items():
@@ -276,7 +356,17 @@ class Trainer:
             self.tensorboard.flush()
 
     # -- training ------------------------------------------------------------------------------
-    def _train_epoch(self) -> float:
+    def _stop_if_asked(self, stop: StopSignals, saved: bool) -> None:
+        """At an iteration boundary: when any rank got a stop signal, save ``latest.pt`` here (unless
+        ``saved`` already) and raise :class:`Preempted` on every rank."""
+        name = stop.agreed()
+        if name is None:
+            return
+        if not saved:
+            self._save("latest.pt")
+        raise Preempted(name, self.epoch, self.iteration, str(self.work_dir / "latest.pt"))
+
+    def _train_epoch(self, stop: StopSignals) -> float:
         t, epoch = self.cfg.train, self.epoch
         self.sampler.set_epoch(epoch, skip=self.iteration * self.batch)
         self.train_set.set_epoch(epoch)
@@ -286,8 +376,7 @@ class Trainer:
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (self.progress and is_main()),
                    initial=self.iteration, total=self.iters_per_epoch, leave=False)  # fmt: skip
         # losses stay on the device between logs: no host synchronisation per iteration
-        window = torch.zeros(2, device=self.device)  # (sum of losses, iterations) since the last log
-        total = torch.zeros(2, device=self.device)
+        window, total = self.loss_window, self.loss_total  # kept in checkpoints: a resumed epoch averages it all
         tick, seen = time.perf_counter(), 0
         for clips, labels, _ in bar:
             clips, views = fold_views(clips, self.device)  # uint8 -> float; V = 1 in training: one clip, one crop
@@ -317,14 +406,21 @@ class Trainer:
                 bar.set_postfix(loss=f"{global_loss:.3f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
                 self._log({"type": "train", "epoch": epoch, "iteration": self.iteration, "loss": global_loss,
                            "lr": lr, "clips_per_s": rate})  # fmt: skip
-            if t.checkpoint_every and self.iteration % t.checkpoint_every == 0 and self.iteration % t.accumulate == 0:
+            boundary = self.iteration % t.accumulate == 0  # no gradients held: a checkpoint can be taken here
+            saved = bool(boundary and t.checkpoint_every and self.iteration % t.checkpoint_every == 0)
+            if saved:
                 self._save("latest.pt")
             if self.on_iteration is not None:
                 self.on_iteration(epoch, self.iteration)
+            if boundary and not last:  # the epoch's end is a boundary of its own (saved, validated, then checked)
+                self._stop_if_asked(stop, saved)
         bar.close()
         if self.train_set.failures:
             log.warning("epoch %d: %d videos failed to load and were replaced", epoch + 1, self.train_set.failures)
-        return (total[0] / total[1]).item() if total[1] > 0 else float("nan")
+        loss = (total[0] / total[1]).item() if total[1] > 0 else float("nan")
+        window.zero_()
+        total.zero_()
+        return loss
 
     def _step(self) -> None:
         """Clip, step, and advance the schedule only when the optimiser really stepped (GradScaler
@@ -361,11 +457,19 @@ class Trainer:
         return result
 
     def fit(self) -> dict[str, float]:
-        """Train to ``cfg.train.epochs``; returns the last validation metrics (and the train loss)."""
+        """Train to ``cfg.train.epochs``; returns the last validation metrics (and the train loss).
+        Releases the work folder's lock when it returns or raises."""
+        try:
+            with StopSignals(self.cfg.train.stop_signals, self.stop_group) as stop:
+                return self._fit(stop)
+        finally:
+            self._lock.release()
+
+    def _fit(self, stop: StopSignals) -> dict[str, float]:
         t = self.cfg.train
         metrics: dict[str, float] = {}
         while self.epoch < t.epochs:
-            loss = self._train_epoch()
+            loss = self._train_epoch(stop)
             self.epoch, self.iteration = self.epoch + 1, 0
             metrics = {"train_loss": loss}
             self._log({"type": "epoch", "epoch": self.epoch, "train_loss": loss, "failures": self.train_set.failures})
@@ -381,6 +485,8 @@ class Trainer:
                         self._save("best.pt")
                         self._save("latest.pt")  # with the new best_top1, for a resumed run
             barrier()
+            if self.epoch < t.epochs:
+                self._stop_if_asked(stop, saved=True)
         if is_main():
             from .plots import plot_metrics
 
@@ -392,6 +498,7 @@ class Trainer:
         count and RNG states."""
         if self.tensorboard is not None:
             self.tensorboard.close()
+        self._lock.release()
         cleanup()
         self._restore_process_state()
 

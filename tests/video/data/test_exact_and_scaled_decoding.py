@@ -18,6 +18,8 @@ from torchvision.transforms.v2 import functional as TF
 from seqctx.video.data import VideoError, open_video, read_frames
 from seqctx.video.data.decode import mp4_rotation, read_sequential, scaled_size
 
+from .test_decode import write_clip
+
 DATA = Path(__file__).parents[2] / "data"
 REAL = [
     DATA / "kinetics" / "SOX5yA1l24A_000299_000309.mp4",
@@ -146,24 +148,10 @@ def test_jpeg_frames_decode_at_a_short_side_through_draft_mode(tmp_path):
         assert psnr(small, reference) >= 30.0
 
 
-def rotated_clip(path: Path, rotation: int) -> Path:
-    """12 frames of 32x64 (coded) with a white top-left marker, displayed turned by ``rotation``."""
-    frames = np.zeros((12, 32, 64, 3), np.uint8)
-    frames[:, :8, :8] = 255
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=12)
-        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
-        if rotation:
-            stream.set_display_rotation(rotation)
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
-
-
 @pytest.mark.parametrize("rotation", [0, 90, 180, 270])
 def test_rotated_videos_keep_their_displayed_orientation_at_a_short_side(tmp_path, rotation):
-    path = rotated_clip(tmp_path / f"phone{rotation}.mp4", rotation)
+    path = tmp_path / f"phone{rotation}.mp4"
+    write_clip(path, rotation)
     assert mp4_rotation(path) == rotation
     shape = (2, 32, 16, 3) if rotation in (90, 270) else (2, 16, 32, 3)
     corner = {0: (0, 0), 90: (-1, 0), 180: (-1, -1), 270: (0, -1)}[rotation]  # the marker, turned counter-clockwise

@@ -15,7 +15,8 @@ from seqctx.video.data import KineticsDataset, VideoListDataset, build_sampler, 
 from seqctx.video.data.decode import mp4_rotation, read_frames
 from seqctx.video.data.prepare import FAILURES_FILE, prepare_dataset
 
-from .test_exact_and_scaled_decoding import numbered_clip, rotated_clip, sequential
+from .test_decode import write_clip
+from .test_exact_and_scaled_decoding import numbered_clip, sequential
 
 DATA = Path(__file__).parents[2] / "data"
 K400 = DATA / "kinetics"
@@ -78,7 +79,7 @@ def test_a_list_of_avi_webm_and_phone_videos_becomes_mp4s_with_a_new_annotation(
     root = tmp_path / "videos"
     (root / "a").mkdir(parents=True)
     numbered_clip(root / "a" / "xvid.avi", "mpeg4")
-    rotated_clip(root / "phone.mp4", 90)
+    write_clip(root / "phone.mp4", 90)
     shutil.copy(DATA / "ssv2" / "videos" / "100005.webm", root / "a" / "clip.webm")
     (tmp_path / "train.txt").write_text("a/xvid.avi 0\nphone.mp4 1\na/clip.webm 2\n")
     out = tmp_path / "out"
