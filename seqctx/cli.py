@@ -61,7 +61,8 @@ def _test(args: argparse.Namespace) -> int:
     from seqctx.video.engine.distributed import cleanup, is_main
 
     try:
-        result = evaluate_checkpoint(args.config, args.checkpoint, args.clips, args.crops, args.set, args.out)
+        result = evaluate_checkpoint(args.config, args.checkpoint, args.clips, args.crops, args.set, args.out,
+                                     ema=args.ema)  # fmt: skip
         main = is_main()  # under torchrun: rank 0 prints
     finally:
         cleanup()
@@ -308,8 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crops", type=int, choices=[1, 3, 10], help="crops per clip (default: data.test_crops)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
-        "--out", help="per-video predictions CSV, metrics beside it as .json (default: next to the checkpoint)"
+        "--out",
+        help="per-video predictions CSV; beside it the metrics (.json) and the confusion matrix (_confusion.json, "
+        "_confusion.png) (default: next to the checkpoint)",
     )
+    p.add_argument("--ema", action="store_true", help="test the averaged weights of a train.ema run (model_ema)")
     p.set_defaults(func=_test)
 
     p = sub.add_parser("analyze", help="the papers' analyses of a trained model: figures (PNG) and numbers (JSON)")

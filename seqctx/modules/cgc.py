@@ -269,19 +269,25 @@ class _ContextGatedConvNd:
         return self.context_gate(self._pool_context(x)).view(shape)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The gated convolution; the output keeps the input's memory format (``channels_last``
+        / ``channels_last_3d`` in a channels-last model, so the layers after it need no copy)."""
         if not self.gated:
             return super().forward(x)  # type: ignore[misc]
         g1, g2 = self.context_gate.logits(self._pool_context(x))  # (N, C, t*K), (N, O, t*K)
         if self.num_segments is not None:
-            return self._conv_frames(*self._pad(x), g1, g2, self.num_segments)
-        if self.time_slices > 1:
-            return self._conv_clip_frames(x, g1, g2)
-        x, padding = self._pad(x)
-        y = kernel_gated_conv(
-            x.unsqueeze(1), self.weight, g1, g2, self.bias, self.stride, padding, self.dilation, self.groups,
-            self.kernel_budget,
-        )  # (N, 1, O, *S')  # fmt: skip
-        return y.squeeze(1)
+            y = self._conv_frames(*self._pad(x), g1, g2, self.num_segments)
+        elif self.time_slices > 1:
+            y = self._conv_clip_frames(x, g1, g2)
+        else:
+            xp, padding = self._pad(x)
+            y = kernel_gated_conv(
+                xp.unsqueeze(1), self.weight, g1, g2, self.bias, self.stride, padding, self.dilation, self.groups,
+                self.kernel_budget,
+            ).squeeze(1)  # (N, 1, O, *S') -> (N, O, *S')  # fmt: skip
+        channels_last = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+        if channels_last is not None and not x.is_contiguous() and x.is_contiguous(memory_format=channels_last):
+            return y.contiguous(memory_format=channels_last)
+        return y
 
     def _pad(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """``(x, padding)`` for the gated convolution: numeric zero padding is left to it (no

@@ -17,6 +17,7 @@ from .datasets import (
     build_dataset,
     collate_clips,
     detect_format,
+    left_right_pairs,
 )
 from .decode import BACKENDS, Backend, VideoError, open_video, read_frames
 from .index import StringTable, VideoIndex, VideoRecord
@@ -49,6 +50,7 @@ __all__ = [
     "collate_clips",
     "detect_format",
     "generate_synthetic",
+    "left_right_pairs",
     "open_video",
     "read_frames",
     "sample_dense",

@@ -17,6 +17,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -110,6 +111,7 @@ class VideoDataset(Dataset):
         self._epoch = mp.Value("i", 0)  # shared with DataLoader workers, persistent ones too
         self._failures = mp.Value("i", 0)
         self._logged: set[str] = set()
+        self.flip_pairs: dict[int, int] | None = None  # flip and swap these labels (left_right_pairs)
 
     @property
     def epoch(self) -> int:
@@ -178,13 +180,15 @@ class VideoDataset(Dataset):
         """Video ``path`` opened with this data set's backend, threads, decode size and time limit."""
         return open_guarded(path, self.backend, self.decode_threads, self.short_side, self.decode_timeout)
 
-    def load(self, index: int) -> tuple[torch.Tensor, int, dict[str, object]]:
+    def load(self, index: int, copy: int = 0) -> tuple[torch.Tensor, int, dict[str, object]]:
         """Item ``index`` with no error policy: raises :class:`VideoError`. Every frame of its
         clips is decoded once; each clip is gathered from them only while it is transformed (a
-        10-clip test item holds its decoded frames, one clip and the views, never a second copy)."""
+        10-clip test item holds its decoded frames, one clip and the views, never a second copy).
+        ``copy``: repeated augmentation's copy number, drawing other clips and augmentations. With
+        ``flip_pairs``, half the items are flipped and their label swapped with its pair."""
         path = self.path(index)
         source = self.open(path)  # opened here, in the worker
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, self.epoch, index] + ([copy] if copy else []))
         clips = self.sampler(source.num_frames, rng=rng)
         unique = source.unique([i for clip in clips for i in clip])
         frames = source.decode(unique)  # (U, H, W, 3)
@@ -196,8 +200,11 @@ class VideoDataset(Dataset):
                 x = _take(frames, [position[i] for i in clip])  # (T, H, W, 3)
                 views.append(self.transform(x) if self.transform is not None else x.unsqueeze(0))
         out = torch.cat(views)  # (V, 3, T, H, W): clips x crops
+        label = int(self.index.labels[index])
+        if self.flip_pairs is not None and rng.random() < 0.5:
+            out, label = out.flip(-1), self.flip_pairs.get(label, label)
         meta = {"id": self.index.ids[index], "path": str(path), "index": index}
-        return out, int(self.index.labels[index]), meta
+        return out, label, meta
 
     def _count_failure(self, index: int, error: Exception, action: str) -> None:
         with self._failures.get_lock():
@@ -208,8 +215,11 @@ class VideoDataset(Dataset):
             log.warning("%s video %s: %s", action, key, error)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, dict[str, object]]:
+        """Item ``index``; an index past the end is a repeated-augmentation copy (``index + copy *
+        len(self)``, :class:`~seqctx.video.engine.builders.EpochSampler`)."""
+        copy, index = divmod(index, len(self))
         if self.on_error == "raise":
-            return self.load(index)
+            return self.load(index, copy)
         if self.on_error == "drop":
             try:
                 return self.load(index)
@@ -221,7 +231,7 @@ class VideoDataset(Dataset):
         for attempt in range(min(len(self), 20)):
             j = (index + attempt * 7919) % len(self)  # deterministic replacement
             try:
-                return self.load(j)
+                return self.load(j, copy)
             except LOAD_ERRORS as e:
                 self._count_failure(j, e, "replacing")
                 errors.append(f"{self.index.ids[j]}: {e}")
@@ -454,6 +464,21 @@ def detect_format(annotation: str | Path) -> str:
     if ";" in first or (path.suffix == ".csv" and len(first.split()) == 1):
         return "ssv1"
     return "list"
+
+
+def left_right_pairs(classes: Sequence[str]) -> dict[int, int]:
+    """The classes a horizontal flip turns into each other: names that differ only by the words
+    "left" and "right" swapped (whole words: "upright" is no pair), both ways. On SSv2's labels:
+    86<->87, 93<->94, 166<->167 (pulling/pushing from left to right, turning the camera left),
+    mmaction2's flip label map for SSv2."""
+    swap = {"left": "right", "right": "left", "Left": "Right", "Right": "Left"}
+    index = {name: i for i, name in enumerate(classes)}
+    pairs = {}
+    for i, name in enumerate(classes):
+        turned = re.sub(r"\b(left|right|Left|Right)\b", lambda m: swap[m[0]], name)
+        if turned != name and turned in index:
+            pairs[i] = index[turned]
+    return pairs
 
 
 def build_dataset(

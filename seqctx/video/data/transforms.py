@@ -64,6 +64,33 @@ class MultiScaleCrop:
         return TF.resize(clip, [self.size, self.size], antialias=True)
 
 
+class ScaleJitterCrop:
+    """The Non-local / I3D training crop on Kinetics (Wang et al., CVPR 2018, sec. 5.1; after
+    VGG's scale jittering): the short side resized to a random ``scale`` in ``scale_range``
+    (integers, inclusive), then a random ``size x size`` crop and (separately) a flip. Done as one
+    crop of the decoded frames and one resize: the region is ``size * short / scale`` source pixels
+    wide, at a random position, resized to ``size``."""
+
+    def __init__(self, size: int, scale_range: Sequence[int] = (256, 320)) -> None:
+        low, high = scale_range
+        if not size <= low <= high:
+            raise ValueError(f"scale_range must be [low, high] with size ({size}) <= low <= high; got {[low, high]}")
+        self.size, self.low, self.high = size, low, high
+
+    def draw(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """``(scale, top, left, region)`` for frames of ``h x w``: the chosen short side, and the
+        square of source pixels that becomes the crop."""
+        scale = int(torch.randint(self.low, self.high + 1, ()))
+        region = max(1, min(h, w, round(self.size * min(h, w) / scale)))
+        top = int(torch.randint(h - region + 1, ()))
+        left = int(torch.randint(w - region + 1, ()))
+        return scale, top, left, region
+
+    def __call__(self, clip: Tensor) -> Tensor:
+        _, top, left, region = self.draw(*clip.shape[-2:])
+        return TF.resize(TF.crop(clip, top, left, region, region), [self.size, self.size], antialias=True)
+
+
 class ThreeCrop:
     """Three ``size x size`` crops along the longer side (start, centre, end): TSM's and the
     Non-local test protocol. Returns ``(3, T, C, size, size)``."""
@@ -129,13 +156,20 @@ def build_transform(
     crop: str = "multiscale",
     flip: bool = True,
     test_crops: int = 1,
+    scale_range: Sequence[int] = (256, 320),
+    color_jitter: float | None = None,
+    randaugment: Sequence[int] | None = None,
 ) -> Callable[[Tensor], Tensor]:
     """The standard clip pipelines.
 
     Train: ``crop`` = ``"multiscale"`` (TSN/TSM's corner crops at scales of the short side,
-    resized to ``size``) or ``"random_resized"`` (Inception-style), a horizontal
-    flip if ``flip`` (keep it off for Something-Something, where left and right are labels),
-    -> uint8 ``(1, 3, T, size, size)``.
+    resized to ``size``), ``"scale_jitter"`` (:class:`ScaleJitterCrop` over ``scale_range``: the
+    Non-local / I3D Kinetics recipe) or ``"random_resized"`` (Inception-style), a horizontal
+    flip if ``flip`` (keep it off for Something-Something, where left and right are labels, or
+    let the data set swap those labels), then ``color_jitter`` (brightness, contrast and
+    saturation by up to that factor, hue unchanged) and ``randaugment`` (``[num_ops,
+    magnitude]``, torchvision's RandAugment), each drawn once per clip and applied to every frame
+    alike -> uint8 ``(1, 3, T, size, size)``.
 
     Test: resize the short side to ``scale_size`` (default ``size * 256 // 224``), then a
     centre crop of ``size``
@@ -149,12 +183,19 @@ def build_transform(
             # Crop sizes are fractions of the short side, so cropping the decoded frames and
             # resizing once equals TSN's resize-to-scale_size-then-crop, at the cost of one resize.
             steps.append(MultiScaleCrop(size))
+        elif crop == "scale_jitter":
+            steps.append(ScaleJitterCrop(size, scale_range))
         elif crop == "random_resized":
             steps += [v2.RandomResizedCrop(size, antialias=True)]
         else:
-            raise ValueError(f"crop must be 'multiscale' or 'random_resized', got {crop!r}")
+            raise ValueError(f"crop must be 'multiscale', 'scale_jitter' or 'random_resized', got {crop!r}")
         if flip:
             steps.append(v2.RandomHorizontalFlip())
+        if color_jitter:
+            steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+        if randaugment:
+            num_ops, magnitude = randaugment
+            steps.append(v2.RandAugment(num_ops=num_ops, magnitude=magnitude))
         steps.append(one_crop)
     else:
         steps.append(v2.Resize(scale_size, antialias=True))

@@ -11,7 +11,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from seqctx.errors import ConfigError, DataError, UserError
-from seqctx.video.data import VideoDataset, build_dataset, build_sampler, build_transform, collate_clips
+from seqctx.video.data import (
+    VideoDataset,
+    build_dataset,
+    build_sampler,
+    build_transform,
+    collate_clips,
+    left_right_pairs,
+)  # fmt: skip
 from seqctx.video.models import MODELS, build_model
 
 from .config import Config
@@ -21,12 +28,21 @@ class EpochSampler(Sampler[int]):
     """The indices of one epoch: a permutation drawn from ``(seed, epoch)`` when shuffling, this
     rank's share (``rank::world``), minus the first ``skip`` indices when a run resumes mid-epoch.
     ``pad=True`` (training) repeats the first indices so that every rank gets the same count, as
-    DistributedSampler does; ``pad=False`` (evaluation) gives each index to exactly one rank."""
+    DistributedSampler does; ``pad=False`` (evaluation) gives each index to exactly one rank.
+
+    ``repeats=k`` (``data.repeat_aug``, repeated augmentation: DeiT's RASampler): each video of the
+    permutation comes ``k`` times in a row, as ``index + copy * size`` (the data set augments each
+    copy differently), the stream is dealt to the ranks (``rank::world``, so a video's copies go to
+    neighbouring ranks of the same global batch), and each rank keeps its usual ``ceil(size /
+    world)`` items: an epoch has the same length and covers the first ``size`` items of the
+    stream, each once."""
 
     def __init__(
-        self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, pad: bool = True
-    ) -> None:
+        self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, pad: bool = True,
+        repeats: int = 1,
+    ) -> None:  # fmt: skip
         self.size, self.shuffle, self.seed, self.rank, self.world, self.pad = size, shuffle, seed, rank, world, pad
+        self.repeats = repeats
         self.epoch, self.skip = 0, 0
         self.per_rank = math.ceil(size / world) if pad else len(range(rank, size, world))
 
@@ -39,9 +55,11 @@ class EpochSampler(Sampler[int]):
             order = torch.randperm(self.size, generator=g).tolist()
         else:
             order = list(range(self.size))
+        if self.repeats > 1:
+            order = [i + copy * self.size for i in order for copy in range(self.repeats)]
         if self.pad:
-            order += order[: self.per_rank * self.world - self.size]
-        return order[self.rank :: self.world][self.skip :]
+            order += order[: self.per_rank * self.world - len(order)]
+        return order[self.rank :: self.world][: self.per_rank][self.skip :]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices())
@@ -98,8 +116,9 @@ def make_dataset(
     )  # fmt: skip
     crop_size = (d.test_crop_size or d.size) if split == "test" else d.size
     transform = build_transform(
-        train, size=crop_size, scale_size=d.scale_size or d.size * 256 // 224, crop=d.crop, flip=d.flip,
-        test_crops=crops or default_crops,
+        train, size=crop_size, scale_size=d.scale_size or d.size * 256 // 224, crop=d.crop, flip=d.flip is True,
+        test_crops=crops or default_crops, scale_range=d.scale_range, color_jitter=d.color_jitter,
+        randaugment=d.randaugment,
     )  # fmt: skip
     annotation = annotation or (d.train_annotation if train else d.val_annotation)
     if not annotation:
@@ -112,6 +131,13 @@ def make_dataset(
         decode_timeout=d.decode_timeout,
     )  # fmt: skip
     dataset.check_found()
+    if train and d.flip == "swap_left_right":
+        dataset.flip_pairs = left_right_pairs(dataset.classes)
+        if not dataset.flip_pairs:
+            raise ConfigError(
+                "data.flip=swap_left_right: no class names of this data set differ only by left/right; use "
+                "data.flip=true (left and right do not change the class) or false"
+            )
     top = dataset.max_label()
     if top >= cfg.model.num_classes:
         raise DataError(

@@ -53,8 +53,12 @@ class DataConfig:
     frame_interval: int = 1
     size: int = 224
     scale_size: int | None = None
-    crop: Literal["multiscale", "random_resized"] = "multiscale"
-    flip: bool = True
+    crop: Literal["multiscale", "scale_jitter", "random_resized"] = "multiscale"
+    scale_range: list[int] = field(default_factory=lambda: [256, 320])  # crop: scale_jitter's short sides
+    flip: bool | Literal["swap_left_right"] = True  # swap_left_right: flip and swap the left/right class pairs
+    color_jitter: float | None = None  # brightness/contrast/saturation factor, one draw per clip
+    randaugment: list[int] | None = None  # [num_ops, magnitude], one draw per clip
+    repeat_aug: int = 1  # each video this many times per epoch stretch, differently augmented (DeiT's RASampler)
     test_clips: int = 1  # the test protocol (`seqctx test`): clips x crops of test_crop_size
     test_crops: Literal[1, 3, 10] = 1
     test_crop_size: int | None = None  # default: size (TSM's full-resolution testing: 256 after scale_size 256)
@@ -79,6 +83,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 5e-4
     no_decay: NoDecay = "norm_bias"  # declared: only no_weight_decay() (GCT paper); norm_bias: TSM/TSN code
+    policy: Literal["decay_groups", "tsm"] = "decay_groups"  # tsm: TSM's get_optim_policies (lr x2/x5/x10 groups)
     schedule: Literal["step", "multistep", "cosine"] = "multistep"
     milestones: list[int] = field(default_factory=lambda: [26, 36])
     step_size: int = 30
@@ -103,6 +108,10 @@ class TrainConfig:
     keep_checkpoints: int = 1  # past saves of latest.pt kept as checkpoint_e<E>_i<I>.pt (resume falls back to them)
     resume: Literal[False, "auto"] = False  # auto: continue the run in work_dir when there is one, else start it
     stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])  # save at an iteration, exit 75
+    mixup: float | None = None  # Beta(alpha, alpha) of mixup; soft targets
+    cutmix: float | None = None  # Beta(alpha, alpha) of CutMix; with mixup too, one of the two per batch
+    ema: float | None = None  # decay of an exponential moving average of the weights (saved as model_ema)
+    cudnn_benchmark: bool = True  # CUDA: let cuDNN pick its fastest kernels (training sizes are fixed)
     log_every: int = 10
     tensorboard: bool = False  # also write TensorBoard event files (the tensorboard extra)
     device: str = "auto"
@@ -128,11 +137,13 @@ MINIMUM: dict[str, float] = {
     "model.num_classes": 1, "model.num_segments": 1, "model.width": 1,
     "data.frame_interval": 1, "data.size": 1, "data.scale_size": 1, "data.test_clips": 1, "data.val_clips": 1,
     "data.test_crop_size": 1, "data.test_batch_clips": 1, "data.batch_size": 1,
-    "data.workers": 0, "data.decode_threads": 1, "data.decode_short_side": 1, "data.decode_timeout": 0.001,
+    "data.workers": 0, "data.repeat_aug": 1, "data.color_jitter": 0,
+    "data.decode_threads": 1, "data.decode_short_side": 1, "data.decode_timeout": 0.001,
     "data.prefetch_factor": 1,
     "optim.lr": 0, "optim.weight_decay": 0, "optim.step_size": 1, "optim.warmup_epochs": 0,
     "train.epochs": 1, "train.accumulate": 1, "train.eval_every": 1, "train.checkpoint_every": 0,
-    "train.keep_checkpoints": 0, "train.log_every": 1, "train.threads": 1,
+    "train.keep_checkpoints": 0, "train.mixup": 0, "train.cutmix": 0, "train.ema": 0, "train.log_every": 1,
+    "train.threads": 1,
 }  # fmt: skip
 
 

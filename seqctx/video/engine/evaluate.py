@@ -40,6 +40,7 @@ class EvalResult:
     labels: torch.Tensor  # (V,)
     ids: list[str]
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    confusions: list[tuple[str, str, int]] = field(default_factory=list)  # (true, predicted, videos), most first
 
     def metrics(self) -> dict[str, float]:
         return {"top1": self.top1, "top5": self.top5, "mean_class_accuracy": self.mean_class_accuracy}
@@ -50,9 +51,12 @@ class EvalResult:
         if self.unreadable:
             names = ", ".join(vid for vid, _ in self.unreadable[:5]) + (", ..." if len(self.unreadable) > 5 else "")
             line += f" ({len(self.unreadable)} unreadable, left out: {names})"
-        return line + (
-            f": top-1 {self.top1:.2f}  top-5 {self.top5:.2f}  mean class accuracy {self.mean_class_accuracy:.2f}"
-        )
+        line += f": top-1 {self.top1:.2f}  top-5 {self.top5:.2f}  mean class accuracy {self.mean_class_accuracy:.2f}"
+        if self.confusions:
+            line += "\nmost confused (true -> predicted, videos): " + "; ".join(
+                f"{true} -> {pred} ({n})" for true, pred, n in self.confusions
+            )
+        return line
 
 
 def accuracy_metrics(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
@@ -165,6 +169,45 @@ def evaluate_dataset(
     return merge_results(all_gather_objects(local), list(dataset.index.ids))
 
 
+def confusion_matrix(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(K, K)`` counts: row = true class, column = top-1 prediction (labelled videos only)."""
+    keep = labels >= 0
+    pairs = labels[keep] * num_classes + scores[keep].argmax(1)
+    return torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def top_confusions(matrix: torch.Tensor, classes: Sequence[str], n: int = 5) -> list[tuple[str, str, int]]:
+    """The ``n`` largest off-diagonal cells as ``(true name, predicted name, videos)``, most
+    videos first (ties: by true class, then predicted class)."""
+    off = matrix.clone()
+    off.fill_diagonal_(0)
+    cells = sorted(((-int(off[t, p]), t, p) for t, p in off.nonzero().tolist()))[:n]
+    name = (lambda i: classes[i]) if len(classes) == matrix.shape[0] else str
+    return [(name(t), name(p), -count) for count, t, p in cells]
+
+
+def write_confusion(result: EvalResult, classes: Sequence[str], csv_path: str | Path) -> list[Path]:
+    """``<name>_confusion.json`` (the class names, the matrix, each class's top-1 accuracy and
+    video count, the top confusions) and ``<name>_confusion.png`` beside the predictions CSV;
+    the top confusions also go into ``result.confusions``."""
+    from .plots import plot_confusion
+
+    csv_path = Path(csv_path)
+    k = result.scores.shape[1]
+    names = list(classes) if len(classes) == k else [str(i) for i in range(k)]
+    matrix = confusion_matrix(result.scores, result.labels, k)
+    result.confusions = top_confusions(matrix, names)
+    counts = matrix.sum(1)
+    per_class = {name: {"videos": int(c), "top1": 100 * float(matrix[i, i]) / int(c) if c else None}
+                 for i, (name, c) in enumerate(zip(names, counts, strict=True))}  # fmt: skip
+    confused = [{"true": t, "predicted": p, "videos": n} for t, p, n in result.confusions]
+    record = {"classes": names, "matrix": matrix.tolist(), "per_class": per_class, "top_confusions": confused}
+    json_path = csv_path.with_name(csv_path.stem + "_confusion.json")
+    json_path.write_text(json.dumps(record, indent=1) + "\n")
+    png_path = plot_confusion(matrix, names, csv_path.with_name(csv_path.stem + "_confusion.png"))
+    return [json_path, png_path]
+
+
 def write_predictions(result: EvalResult, classes: Sequence[str], path: str | Path) -> None:
     """One row per video: id, status, label, predicted class, its score and the top-5 class names;
     an unreadable video's row has status ``unreadable: reason`` and no prediction."""
@@ -251,13 +294,14 @@ def check_crop_sizes(model: nn.Module, cfg: Config, trained_size: int) -> None:
 
 
 def load_trained_model(
-    cfg_path: str | Path | None, checkpoint: str | Path, overrides: Sequence[str] = ()
+    cfg_path: str | Path | None, checkpoint: str | Path, overrides: Sequence[str] = (), ema: bool = False
 ) -> tuple[Config, nn.Module, list[str]]:
     """``(cfg, model, classes)`` from a training checkpoint. The model is always built from the
     checkpoint's own config. ``cfg_path`` and ``overrides`` may change data, views and device;
     a model key they set to another value than the checkpoint's raises :class:`CheckpointError`
     naming both values (``pretrained`` and ``dropout`` are free: they do not change a trained
-    network's test output). Without ``cfg_path`` the checkpoint's config is the base."""
+    network's test output). Without ``cfg_path`` the checkpoint's config is the base. ``ema``:
+    the averaged weights (``model_ema``, ``train.ema``) instead of the trained ones."""
     from .builders import make_model
     from .checkpoint import load_checkpoint
 
@@ -277,7 +321,9 @@ def load_trained_model(
     cfg.model = saved.model
     model = make_model(saved)  # built for the frame size it was trained at
     check_crop_sizes(model, cfg, saved.data.size)
-    load_model_state(model, ckpt["model"], checkpoint)
+    if ema and "model_ema" not in ckpt:
+        raise CheckpointError(f"{checkpoint} holds no averaged weights (model_ema): its run trained without train.ema")
+    load_model_state(model, ckpt["model_ema" if ema else "model"], checkpoint)
     return cfg, model.eval(), list(ckpt.get("classes", []))
 
 
@@ -302,18 +348,20 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: str
 
 def evaluate_checkpoint(
     cfg_path: str | Path | None, checkpoint: str | Path, clips: int | None = None, crops: int | None = None,
-    overrides: Sequence[str] = (), out: str | Path | None = None, progress: bool = True,
+    overrides: Sequence[str] = (), out: str | Path | None = None, progress: bool = True, ema: bool = False,
 ) -> EvalResult:  # fmt: skip
     """The test protocol: ``clips`` x ``crops`` views per video (default ``data.test_clips`` x
     ``data.test_crops`` crops of ``data.test_crop_size``) of ``data.val_annotation`` with the
     checkpoint's model and its class list; per-video predictions go to ``out`` (default:
     ``predictions.csv`` next to the checkpoint) and the metrics, with the unreadable videos, to the
-    same name with ``.json``. Under ``torchrun`` every process evaluates its share of the videos and
-    rank 0 writes the files (:func:`evaluate_dataset`)."""
+    same name with ``.json``, the confusion matrix and per-class accuracy to ``<name>_confusion.json``
+    and ``.png`` (:func:`write_confusion`). Under ``torchrun`` every process evaluates its share
+    of the videos and rank 0 writes the files (:func:`evaluate_dataset`). ``ema``: test the
+    averaged weights."""
     from .builders import make_dataset, memory_format
     from .config import check_views
 
-    cfg, model, classes = load_trained_model(cfg_path, checkpoint, overrides)
+    cfg, model, classes = load_trained_model(cfg_path, checkpoint, overrides, ema=ema)
     clips = cfg.data.test_clips if clips is None else clips
     crops = cfg.data.test_crops if crops is None else crops
     check_views(cfg.data.sampler, clips, "--clips")
@@ -325,8 +373,9 @@ def evaluate_checkpoint(
     if is_main():
         csv_path = Path(out) if out else Path(checkpoint).with_name("predictions.csv")
         write_predictions(result, classes or dataset.classes, csv_path)
-        write_metrics(result, csv_path.with_suffix(".json"), checkpoint=str(checkpoint),
-                      annotation=cfg.data.val_annotation, clips=clips, crops=crops)  # fmt: skip
+        write_confusion(result, classes or dataset.classes, csv_path)
+        write_metrics(result, csv_path.with_suffix(".json"), checkpoint=str(checkpoint), weights="model_ema" if ema
+                      else "model", annotation=cfg.data.val_annotation, clips=clips, crops=crops)  # fmt: skip
     return result
 
 

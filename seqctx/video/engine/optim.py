@@ -39,8 +39,64 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay: str = "norm_bi
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
+# TSM's get_optim_policies (ops/models.py of mit-han-lab/temporal-shift-module): name, lr and
+# weight-decay multipliers of each group, in its order.
+TSM_POLICY = (
+    ("first_conv_weight", 1, 1), ("first_conv_bias", 2, 0), ("normal_weight", 1, 1), ("normal_bias", 2, 0),
+    ("BN scale/shift", 1, 0), ("custom_ops", 1, 1), ("lr5_weight", 5, 1), ("lr10_bias", 10, 0),
+)  # fmt: skip
+
+
+def tsm_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, object]]:
+    """TSM's optimiser policy (``optim.policy: tsm``): the first convolution's weight and bias,
+    the other convolution weights and biases (bias: lr x2, no decay), every normaliser's affine
+    parameters (no decay; with partial BN only the first BN trains, as in TSM), and the classifier
+    (``ClassificationHead.fc``, TSM's ``fc_lr5``: weight lr x5, bias lr x10 without decay). Where
+    TSM raises on a module it has no rule for, the context operators' parameters go to
+    ``custom_ops`` (lr x1, decay x1; the Linear layers of SE/GE/CGC gates too), except those a
+    module declares in ``no_weight_decay()`` (GCT's beta), which go without decay. Each group
+    holds ``lr_mult``/``decay_mult`` and its lr and decay already multiplied."""
+    from seqctx.video.models.heads import ClassificationHead
+
+    members: dict[str, list[nn.Parameter]] = {name: [] for name, _, _ in TSM_POLICY}
+    classifier = {id(m.fc) for m in model.modules() if isinstance(m, ClassificationHead)}
+    declared: set[int] = set()
+    for module in model.modules():
+        if hasattr(module, "no_weight_decay"):
+            own = dict(module.named_parameters(recurse=False))
+            declared.update(id(own[n]) for n in module.no_weight_decay() if n in own)
+    seen_conv = False
+    for module in model.modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if not own:
+            continue
+        weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+        if isinstance(module, nn.modules.conv._ConvNd):
+            first = not seen_conv
+            seen_conv = True
+            members["first_conv_weight" if first else "normal_weight"].append(weight)
+            if bias is not None and bias.requires_grad:
+                members["first_conv_bias" if first else "normal_bias"].append(bias)
+        elif id(module) in classifier:
+            members["lr5_weight"].append(weight)
+            members["lr10_bias"].append(bias)
+        elif isinstance(module, NORMS):
+            members["BN scale/shift"] += own
+        else:
+            for p in own:
+                members["BN scale/shift" if id(p) in declared else "custom_ops"].append(p)
+    return [{"params": members[name], "name": name, "lr_mult": lr_mult, "decay_mult": decay_mult,
+             "lr": lr * lr_mult, "weight_decay": weight_decay * decay_mult}
+            for name, lr_mult, decay_mult in TSM_POLICY if members[name]]  # fmt: skip
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.no_decay)
+    """SGD or AdamW over the groups of ``optim.policy``: ``decay_groups`` (:func:`param_groups`
+    by ``optim.no_decay``) or ``tsm`` (:func:`tsm_param_groups`)."""
+    if cfg.policy == "tsm":
+        groups = tsm_param_groups(model, cfg.lr, cfg.weight_decay)
+    else:
+        groups = param_groups(model, cfg.weight_decay, cfg.no_decay)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.name == "adamw":

@@ -8,6 +8,7 @@ import math
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -45,7 +46,9 @@ from .distributed import (
     local_device,
     on_main,
 )  # fmt: skip
+from .ema import WeightEMA
 from .evaluate import EvalResult, amp_dtype, checkpoint_config, evaluate_dataset, model_conflicts
+from .mixing import MixupCutmix
 from .optim import build_optimizer, build_scheduler
 from .preemption import Preempted, StopSignals
 from .workdir_lock import WorkDirLock
@@ -209,7 +212,8 @@ class Trainer:
         classes = self.train_set.classes
         self.val_set = make_dataset(cfg, "val", classes=classes) if cfg.data.val_annotation else None
         self.batch = cfg.data.batch_size
-        self.sampler = EpochSampler(len(self.train_set), shuffle=True, seed=t.seed, rank=self.rank, world=self.world)
+        self.sampler = EpochSampler(len(self.train_set), shuffle=True, seed=t.seed, rank=self.rank, world=self.world,
+                                    repeats=cfg.data.repeat_aug)  # fmt: skip
         self.iters_per_epoch = len(self.sampler) // self.batch  # the last partial batch is dropped
         if self.iters_per_epoch == 0:
             raise DataError(
@@ -223,7 +227,12 @@ class Trainer:
         steps = math.ceil(self.iters_per_epoch / t.accumulate)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, steps, t.epochs)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)  # also on soft targets
+        self.mixing = MixupCutmix(cfg.model.num_classes, t.mixup, t.cutmix) if (t.mixup or t.cutmix) else None
+        self.ema = WeightEMA(self.model, t.ema) if t.ema else None
+        self.skipped_steps = torch.zeros((), dtype=torch.long, device=self.device)  # fp16 steps GradScaler skipped
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = t.cudnn_benchmark
         self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
         self.metrics_lines = 0  # lines of metrics.jsonl written (rank 0): a resumed run drops later ones
         self.loss_window = torch.zeros(2, device=self.device)  # (sum of losses, iterations) since the last log
@@ -302,6 +311,7 @@ class Trainer:
             "metrics_lines": self.metrics_lines,
             "loss_total": self.loss_total.cpu(),
             "loss_window": all_gather_objects(self.loss_window.cpu()),  # one entry per rank
+            **(self.ema.state() if self.ema else {}),
         }
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -317,6 +327,11 @@ class Trainer:
             metrics.write_text("".join(lines))  # the lines logged after the checkpoint are logged again
             self.metrics_lines = len(lines)
         states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
+        if self.ema is not None:
+            if "model_ema" in ckpt:
+                self.ema.restore(ckpt)
+            else:
+                log.warning("the checkpoint has no model_ema (train.ema was off): the average starts here")
         if "loss_total" in ckpt:
             self.loss_total.copy_(ckpt["loss_total"])
             windows = ckpt["loss_window"]
@@ -380,7 +395,10 @@ class Trainer:
         tick, seen = time.perf_counter(), 0
         for clips, labels, _ in bar:
             clips, views = fold_views(clips, self.device)  # uint8 -> float; V = 1 in training: one clip, one crop
-            labels = torch.as_tensor(labels).repeat_interleave(views).to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)  # pinned by the loader on CUDA: no host sync
+            target = labels if views == 1 else labels.repeat_interleave(views)
+            if self.mixing is not None:
+                clips, target = self.mixing(clips, target)  # soft targets (B, K)
             if t.channels_last:
                 clips = clips.contiguous(memory_format=torch.channels_last_3d)
             self.iteration += 1
@@ -390,13 +408,14 @@ class Trainer:
             sync = nullcontext() if stepping or self.world == 1 else self.ddp.no_sync()
             with sync:
                 with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                    loss = self.criterion(self.ddp(clips).float(), labels)
+                    loss = self.criterion(self.ddp(clips).float(), target)
                 (self.scaler.scale(loss / t.accumulate) if self.scaler else loss / t.accumulate).backward()
             if stepping:
                 self._step()
             window += torch.stack([loss.detach(), torch.ones_like(loss)])
-            seen += len(labels)
+            seen += len(target)
             if self.iteration % t.log_every == 0 or last:
+                self._rewind_skipped_steps()
                 summed = all_reduce_sum(window)  # the loss of the global batches since the last log
                 total += summed
                 global_loss = (summed[0] / summed[1]).item()
@@ -423,34 +442,52 @@ class Trainer:
         return loss
 
     def _step(self) -> None:
-        """Clip, step, and advance the schedule only when the optimiser really stepped (GradScaler
-        skips steps with inf/NaN gradients and lowers its scale)."""
+        """Clip, step, advance the schedule and the weight average. GradScaler (fp16) skips steps
+        with inf/NaN gradients and lowers its scale; the skips are counted on the device (no host
+        synchronisation per step) and the schedule is moved back by them at the next log
+        (:meth:`_rewind_skipped_steps`), so it advances only with real steps."""
         clip = self.cfg.optim.clip_grad
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        stepped = True
         if self.scaler:
-            scale = self.scaler.get_scale()
+            scale = self.scaler._scale.clone()  # a device tensor; get_scale() would wait for the GPU
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            stepped = self.scaler.get_scale() >= scale
+            self.skipped_steps += (self.scaler._scale < scale).long().squeeze()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if stepped:
+        with warnings.catch_warnings():  # a skipped first step: taken back by _rewind_skipped_steps
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
             self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
 
-    def validate(self) -> EvalResult | None:
-        """Evaluate on ``data.val_annotation`` with the validation views (``data.val_clips`` x
-        ``data.val_crops``; the test protocol is ``seqctx test``'s), every process its share of the
-        videos (unreadable videos left out and reported); every process gets the merged result."""
+    def _rewind_skipped_steps(self) -> None:
+        """Take the skipped optimiser steps since the last call out of the schedule (one host read)."""
+        if self.scaler is None:
+            return
+        skipped = int(self.skipped_steps.item())
+        if skipped:
+            self.skipped_steps.zero_()
+            s = self.scheduler
+            s.last_epoch -= skipped
+            for group, base, factor in zip(self.optimizer.param_groups, s.base_lrs, s.lr_lambdas, strict=True):
+                group["lr"] = base * factor(s.last_epoch)
+            s._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def validate(self, model: nn.Module | None = None) -> EvalResult | None:
+        """Evaluate ``model`` (default: the trained one) on ``data.val_annotation`` with the
+        validation views (``data.val_clips`` x ``data.val_crops``; the test protocol is ``seqctx
+        test``'s), every process its share of the videos (unreadable videos left out and
+        reported); every process gets the merged result."""
         if self.val_set is None:
             return None
         self.val_set.reset_failures()
         d = self.cfg.data
-        result = evaluate_dataset(self.model, self.cfg, self.val_set, self.device, d.val_clips * d.val_crops,
+        result = evaluate_dataset(model or self.model, self.cfg, self.val_set, self.device, d.val_clips * d.val_crops,
                                   self.progress)  # fmt: skip
         if result.unreadable and is_main():
             log.warning("validation: %s", result.summary())
@@ -477,8 +514,11 @@ class Trainer:
             if self.epoch % t.eval_every == 0 or self.epoch == t.epochs:
                 result = self.validate()
                 if result is not None:
-                    metrics.update(result.metrics())
-                    self._log({"type": "val", "epoch": self.epoch, **result.metrics(), "num_videos": result.num_videos,
+                    val = result.metrics()
+                    if self.ema is not None:  # the average of the weights, evaluated alike
+                        val.update({f"ema_{k}": v for k, v in self.validate(self.ema.module).metrics().items()})
+                    metrics.update(val)
+                    self._log({"type": "val", "epoch": self.epoch, **val, "num_videos": result.num_videos,
                                "unreadable": [vid for vid, _ in result.unreadable]})  # fmt: skip
                     if result.top1 > self.best_top1:
                         self.best_top1 = result.top1

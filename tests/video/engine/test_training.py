@@ -136,9 +136,13 @@ def test_distributed_test_equals_one_process_and_counts_each_video_once(synth, t
            "test", "--checkpoint", str(run / "latest.pt"), *sets, "--out", str(tmp_path / "two.csv")]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1] == one_line and proc.stdout.count("evaluated") == 1  # by rank 0
-    assert one_line.startswith("4 videos evaluated (1 unreadable, left out: missing0)")
+    lines = one_line.splitlines()  # the metrics, then the most confused classes
+    assert proc.stdout.strip().splitlines()[-2:] == lines and proc.stdout.count("evaluated") == 1  # by rank 0
+    assert lines[0].startswith("4 videos evaluated (1 unreadable, left out: missing0)")
+    assert lines[1].startswith("most confused (true -> predicted, videos): ")
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+    for name in ("_confusion.json", "_confusion.png"):
+        assert (tmp_path / f"two{name}").read_bytes() == (tmp_path / f"one{name}").read_bytes()
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert {k: v for k, v in one.items() if k != "checkpoint"} == {k: v for k, v in two.items() if k != "checkpoint"}
 
@@ -150,12 +154,17 @@ def test_the_schedule_advances_only_when_the_optimiser_steps(synth, tmp_path):
     before = [p.detach().clone() for p in trainer.model.parameters()]
     for p in trainer.model.parameters():
         p.grad = torch.full_like(p, float("inf"))  # an overflowed step: GradScaler skips it
+    lr0 = trainer.optimizer.param_groups[0]["lr"]
     trainer._step()
-    assert trainer.scheduler.last_epoch == 0 and trainer.scaler.get_scale() == 512.0
+    assert trainer.scaler.get_scale() == 512.0 and int(trainer.skipped_steps) == 1  # counted on the device
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+    trainer._rewind_skipped_steps()  # at the next log: the schedule takes the skipped step back
+    assert trainer.scheduler.last_epoch == 0 and trainer.optimizer.param_groups[0]["lr"] == lr0
+    assert trainer.scheduler.get_last_lr()[0] == lr0 and int(trainer.skipped_steps) == 0
     for p in trainer.model.parameters():
         p.grad = torch.zeros_like(p)
     trainer._step()
+    trainer._rewind_skipped_steps()
     assert trainer.scheduler.last_epoch == 1
 
 
