@@ -88,10 +88,18 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from seqctx.video.engine import predict_videos
+    if (args.checkpoint is None) == (args.onnx is None):
+        raise UserError("seqctx predict takes --checkpoint CKPT (PyTorch) or --onnx FILE (onnxruntime): one of the two")
+    if args.onnx is not None:
+        from seqctx.video.export import predict_onnx
 
+        predictions = predict_onnx(args.onnx, args.videos, k=5)
+    else:
+        from seqctx.video.engine import predict_videos
+
+        predictions = predict_videos(args.checkpoint, args.videos, k=5, overrides=args.set)
     failed, total = [], 0
-    for p in predict_videos(args.checkpoint, args.videos, k=5, overrides=args.set):
+    for p in predictions:
         total += 1
         if p.error is not None:
             failed.append(p.video)
@@ -104,6 +112,21 @@ def _predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"{len(failed)} of {total} videos could not be read: {', '.join(failed)}", file=sys.stderr)
     return int(bool(failed))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from seqctx.video.export import export_checkpoint, verify_export
+
+    exported, recognizer = export_checkpoint(args.checkpoint, args.out, args.format, args.frames, args.size, args.set,
+                                             optimize=not args.no_optimize)  # fmt: skip
+    print(f"{exported.path}: {exported.format}, input {exported.frames} frames of {exported.size}x{exported.size} "
+          f"(uint8 N x T x H x W x 3, N dynamic), {len(exported.classes)} classes")  # fmt: skip
+    if args.verify:
+        verify_export(exported, recognizer)
+        runner = "onnxruntime" if exported.format == "onnx" else "torch.export.load"
+        for batch, diff in exported.max_abs_diff.items():
+            print(f"  batch {batch}: largest |{runner} - PyTorch| logit difference {diff:.2e}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -328,10 +351,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_analyze)
 
     p = sub.add_parser("predict", help="top-5 classes of video files (model and preprocessing from the checkpoint)")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", help="a training checkpoint (PyTorch)")
+    p.add_argument("--onnx", help="an ONNX file of `seqctx export` (onnxruntime), instead of --checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. data.backend=pyav")
     p.add_argument("videos", nargs="+", help="video files, or folders of videos")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="a trained model as ONNX or a torch.export program, for serving")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="the file to write (e.g. model.onnx, model.pt2)")
+    p.add_argument("--format", default="onnx", help="onnx (default) or pt2 (torch.export)")
+    p.add_argument("--frames", type=int, help="frames per clip (default: model.num_segments)")
+    p.add_argument("--size", type=int, help="frame side (default: data.size, the size it was trained at)")
+    p.add_argument("--verify", action="store_true", help="run the file on random clips, print its largest difference")
+    p.add_argument("--no-optimize", action="store_true", help="skip onnxscript's graph optimiser (a faster export)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_export)
 
     mt = sub.add_parser("mt", help="machine translation with fairseq").add_subparsers(dest="mt_command", required=True)
     p = mt.add_parser("user-dir", help="print the plugin folder for fairseq's --user-dir")

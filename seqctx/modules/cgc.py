@@ -101,6 +101,19 @@ class ContextGate(nn.Module):
         return gate.view(*gate.shape[:3], self.time_slices, -1)
 
 
+def _adaptive_avg_pool_separable(x: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Adaptive average pooling of ``(N, C, *S)`` to ``size`` as one averaging matrix per spatial
+    dim (bin ``i`` of ``n`` over ``m`` inputs: ``[floor(i m / n), ceil((i + 1) m / n))``, as
+    PyTorch's): the mean over a box is the product of the means along its sides. The form
+    ``torch.export``/ONNX graphs take (shapes other than the batch are fixed there)."""
+    for d, (m, n) in enumerate(zip(x.shape[2:], size, strict=True)):
+        bins = [(i * m // n, -(-(i + 1) * m // n)) for i in range(n)]
+        rows = [[1.0 / (hi - lo) if lo <= j < hi else 0.0 for j in range(m)] for lo, hi in bins]
+        average = torch.tensor(rows, dtype=x.dtype, device=x.device)  # (n, m): one constant in a graph
+        x = (x.transpose(2 + d, -1) @ average.T).transpose(2 + d, -1)
+    return x
+
+
 def slice_bounds(num_frames: int, time_slices: int) -> list[tuple[int, int]]:
     """The frames ``[lo, hi)`` of each time slice: frame ``f`` of ``T`` belongs to slice
     ``floor(f * t / T)`` (the time cells of the ``t x k x k`` context cube, in order). A slice may
@@ -247,6 +260,8 @@ class _ContextGatedConvNd:
         """``(N, C, *S)`` (or ``(N*T, C, H, W)`` with ``num_segments``) -> ``(N, C, prod(ctx))``."""
         if self.num_segments is not None:
             x = self._frames_to_clips(x, self.num_segments).transpose(1, 2)  # (N, C, T, H, W)
+        if torch.compiler.is_exporting():  # ONNX has no adaptive pooling to sizes other than 1
+            return _adaptive_avg_pool_separable(x, self.context_size).flatten(2)
         pool = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[x.dim() - 3]
         return pool(x, self.context_size).flatten(2)
 

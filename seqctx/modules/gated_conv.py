@@ -10,7 +10,10 @@ kernel (1 for images, the slice's frames for video): a view of the frames, so no
 for backward. Two engines compute it, chosen by device and shape (:func:`use_unfold`): the
 batch-grouped convolution (``groups = U * g``; oneDNN, cuDNN; always on CPU, where it measured
 fastest), and unfold + batched matmul (the official CGC code's formulation) for deep 2D layers on
-small maps elsewhere. Forward saves ``x``, ``W``
+small maps elsewhere. Under ``torch.export`` (and so ``torch.onnx.export``) a third one: windows
+taken by a depthwise convolution with one-hot kernels, multiplied by each unit's kernel in one
+batched matmul -- exact for any number of units, where a grouped convolution's ``group`` would be
+fixed in the graph. Forward saves ``x``, ``W``
 and the logits ``G1 (U, C, K)`` and ``G2 (U, O, K)`` -- never a ``U x O x C/g x K`` tensor -- and
 backward rebuilds the gated kernels to get the input, weight and logit gradients. Units are
 processed in chunks whose transient gated kernels (and unfolded columns) stay under ``budget``
@@ -24,6 +27,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
@@ -95,6 +99,7 @@ class _Geometry:
         self.out = [(s + 2 * p - d * (kw - 1) - 1) // st + 1
                     for s, p, d, kw, st in zip(self.size, padding, dilation, self.k, stride, strict=True)]  # fmt: skip
         self.unfold = use_unfold(x.device, len(self.k), groups, self.c * self.kk, self.frames * math.prod(self.out))
+        self.exporting = torch.compiler.is_exporting()
 
     def chunks(self, units: int, budget: int) -> list[tuple[int, int]]:
         kernel = self.o * self.cg * self.kk * 4  # float32 gate and kernels
@@ -108,9 +113,29 @@ class _Geometry:
                                           self.stride)  # (n*B, C*K, L)  # fmt: skip
         return cols.view(n, b, cols.shape[1], -1).transpose(1, 2).reshape(n, cols.shape[1], -1)
 
+    def windows(self, x: Tensor, wg: Tensor, bias: Tensor | None) -> Tensor:
+        """The export engine: the windows ``(n*B, C*K, *S')`` of ``x (n, B, C, *S)`` come from one
+        depthwise convolution with one-hot kernels (output channel ``c*K + j`` copies input
+        channel ``c`` at kernel offset ``j``: exact), then each unit's gated kernels
+        ``wg (n, O, C/g, K)`` multiply them group by group (one batched matmul) -> ``(n, B, O,
+        *S')``. No shape in it depends on ``n``; slicing would make a node per kernel offset, and
+        onnxruntime's Einsum took 5x its MatMul here."""
+        n, b, g, dims = x.shape[0], self.frames, self.groups, len(self.k)
+        one_hot = torch.eye(self.kk, dtype=x.dtype, device=x.device).view(self.kk, 1, *self.k)
+        conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
+        cols = conv(x.reshape(n * b, self.c, *self.size), one_hot.repeat(self.c, *[1] * (dims + 1)), None,
+                    self.stride, self.padding, self.dilation, self.c)  # (n*B, C*K, *S')  # fmt: skip
+        ckk = self.cg * self.kk
+        cols = cols.reshape(n, b, g, ckk, -1).permute(0, 2, 3, 1, 4).reshape(n, g, ckk, -1)  # (n, g, C/g*K, B*L)
+        y = wg.reshape(n, g, self.o // g, ckk) @ cols  # (n, g, O/g, B*L): one batched GEMM
+        y = y.reshape(n, self.o, b, -1).transpose(1, 2).reshape(n, b, self.o, *self.out)
+        return y if bias is None else y + bias.view(self.o, *[1] * dims)
+
     def forward(self, x: Tensor, wg: Tensor, bias: Tensor | None) -> Tensor:
         """``x (n, B, C, *S)``, gated kernels ``wg (n, O, C/g, K)`` -> ``(n, B, O, *S')``."""
         n, b, o = wg.shape[0], self.frames, self.o
+        if self.exporting:
+            return self.windows(x, wg, bias)
         if self.unfold:
             y = torch.bmm(wg.view(n, o, -1), self.columns(x))  # (n, O, B*L)
             y = y.view(n, o, b, -1).transpose(1, 2).reshape(n, b, o, *self.out)

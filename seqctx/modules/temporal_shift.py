@@ -21,11 +21,12 @@ def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8) -> Tensor:
         raise ValueError(f"temporal_shift: the batch dimension {nt} is not a multiple of num_segments={num_segments}")
     fold = c // fold_div
     v = x.view(nt // num_segments, num_segments, c, *x.shape[2:])  # (N, T, C, *S)
-    out = torch.zeros_like(v)
-    out[:, :-1, :fold] = v[:, 1:, :fold]  # shift left: t <- t + 1
-    out[:, 1:, fold : 2 * fold] = v[:, :-1, fold : 2 * fold]  # shift right: t <- t - 1
-    out[:, :, 2 * fold :] = v[:, :, 2 * fold :]
-    return out.view_as(x)
+    zero = torch.zeros_like(v[:, :1, :fold])  # (N, 1, fold, *S): what comes in from outside the clip
+    left = torch.cat([v[:, 1:, :fold], zero], 1)  # shift left: t <- t + 1
+    right = torch.cat([zero, v[:, :-1, fold : 2 * fold]], 1)  # shift right: t <- t - 1
+    # built by concatenation, not by assigning into a zero tensor: the same copies, and an exported
+    # graph of slices and concats (slice assignment becomes ScatterND and transposes in ONNX)
+    return torch.cat([left, right, v[:, :, 2 * fold :]], 2).view_as(x)
 
 
 class TemporalShift(nn.Module):

@@ -406,34 +406,43 @@ def expand_videos(paths: Sequence[str | Path]) -> list[Path]:
 
 
 @torch.no_grad()
-def predict_videos(
-    checkpoint: str | Path, videos: Sequence[str | Path], k: int = 5, overrides: Sequence[str] = ()
-) -> Iterator[Prediction]:
-    """Top-``k`` classes of each video file, or of the videos in a folder (centre clip, centre
-    crop; model, sampling, sizes and device from the checkpoint's config, ``overrides``
-    applied), one :class:`Prediction` per video as it is done; a video that cannot be read gives
-    its error and the rest go on."""
+def prediction_clips(cfg: Config, files: Sequence[Path]) -> Iterator[tuple[Path, torch.Tensor | str]]:
+    """For each video file, ``(path, views)``: the clip ``predict`` scores (the centre clip, a
+    centre crop of ``data.size`` after ``data.scale_size``), uint8 ``(1, 3, T, H, W)``; or
+    ``(path, reason)`` when it cannot be read."""
     from seqctx.video.data import VideoError, build_sampler, build_transform
     from seqctx.video.data.watchdog import open_guarded
 
-    files = expand_videos(videos)
-    cfg, model, classes = load_trained_model(None, checkpoint, overrides)
-    device = local_device(cfg.train.device)
-    model, amp = model.to(device), eval_amp_dtype(cfg, device)
     d = cfg.data
     sampler = build_sampler(
         d.sampler, train=False, num_segments=cfg.model.num_segments, frame_interval=d.frame_interval
     )
     transform = build_transform(False, size=d.size, scale_size=d.scale_size)
+    backend = d.backend if d.backend not in (None, "frames") else "decord"
     for path in files:
         try:
-            backend = d.backend if d.backend not in (None, "frames") else "decord"
             source = open_guarded(path, backend, d.decode_threads, d.decode_short_side, d.decode_timeout)
             (indices,) = sampler(source.num_frames)  # one clip
-            views = normalize_clips(transform(source.read(indices)).to(device))  # (1, 3, T, H, W): one crop
+            yield path, transform(source.read(indices))
         except (VideoError, OSError, RuntimeError, ValueError) as e:
-            yield Prediction(str(path), error=str(e))
+            yield path, str(e)
+
+
+def predict_videos(
+    checkpoint: str | Path, videos: Sequence[str | Path], k: int = 5, overrides: Sequence[str] = ()
+) -> Iterator[Prediction]:
+    """Top-``k`` classes of each video file, or of the videos in a folder (:func:`prediction_clips`;
+    model, sampling, sizes and device from the checkpoint's config, ``overrides`` applied), one
+    :class:`Prediction` per video as it is done; a video that cannot be read gives its error and
+    the rest go on."""
+    files = expand_videos(videos)
+    cfg, model, classes = load_trained_model(None, checkpoint, overrides)
+    device = local_device(cfg.train.device)
+    model, amp = model.to(device), eval_amp_dtype(cfg, device)
+    for path, views in prediction_clips(cfg, files):
+        if isinstance(views, str):
+            yield Prediction(str(path), error=views)
             continue
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            scores = model(views).float().softmax(-1)[0].cpu()
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            scores = model(normalize_clips(views.to(device))).float().softmax(-1)[0].cpu()
         yield Prediction(str(path), top_predictions(scores, classes, k))

@@ -1,0 +1,61 @@
+"""Running an exported ONNX recognizer with onnxruntime: its metadata (classes, config), logits,
+and ``seqctx predict --onnx``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqctx.errors import UserError
+
+
+class OnnxRecognizer:
+    """An ONNX file written by ``seqctx export``: ``logits(clips)`` for uint8 ``(N, T, H, W, 3)``,
+    ``classes``, ``frames``, ``size`` and the run's ``config`` from its metadata."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("running ONNX files needs onnxruntime: pip install 'seqctx[export]'") from None
+        if not Path(path).is_file():
+            raise UserError(f"no ONNX file at {path}")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        props = self.session.get_modelmeta().custom_metadata_map
+        if "seqctx" not in props:
+            raise UserError(f"{path} was not written by `seqctx export` (no seqctx metadata)")
+        meta = json.loads(props["seqctx"])
+        self.classes: list[str] = meta["classes"]
+        self.frames: int = meta["frames"]
+        self.size: int = meta["size"]
+        self.config: dict = meta["config"]
+
+    def logits(self, clips: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"clips": np.ascontiguousarray(clips, dtype=np.uint8)})[0]
+
+
+def predict_onnx(path: str | Path, videos: Sequence[str | Path], k: int = 5) -> Iterator:
+    """``seqctx predict``'s top-``k`` for each video, scored by onnxruntime: the same clip reading
+    (:func:`~seqctx.video.engine.evaluate.prediction_clips`, with the run's config from the file)
+    and softmax as the PyTorch path."""
+    from seqctx.video.engine.config import config_from_dict
+    from seqctx.video.engine.evaluate import Prediction, expand_videos, prediction_clips, top_predictions
+
+    recognizer = OnnxRecognizer(path)
+    cfg = config_from_dict(recognizer.config)
+    cfg.data.size = recognizer.size
+    cfg.model.num_segments = recognizer.frames
+    for video, views in prediction_clips(cfg, expand_videos(videos)):
+        if isinstance(views, str):
+            yield Prediction(str(video), error=views)
+            continue
+        logits = recognizer.logits(views.permute(0, 2, 3, 4, 1).numpy())  # (1, 3, T, H, W) -> (1, T, H, W, 3)
+        scores = torch.from_numpy(logits).float().softmax(-1)[0]
+        yield Prediction(str(video), top_predictions(scores, recognizer.classes, k))
