@@ -22,6 +22,7 @@ from seqctx.video.data import (
 from seqctx.video.models import MODELS, build_model
 
 from .config import Config
+from .preemption import IgnoreStopSignals
 
 
 class EpochSampler(Sampler[int]):
@@ -155,6 +156,8 @@ def make_loader(
     epochs (``persistent_workers``), each prefetching ``data.prefetch_factor`` batches."""
     workers = cfg.data.workers
     extra = {"persistent_workers": train, "prefetch_factor": cfg.data.prefetch_factor} if workers else {}
+    if workers and train:
+        extra["worker_init_fn"] = IgnoreStopSignals(cfg.train.stop_signals)  # the trainer stops them itself
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available(),
         drop_last=train, collate_fn=collate_clips,

@@ -270,6 +270,16 @@ def _validate(cfg: Config) -> Config:
         )
     for name in cfg.train.stop_signals:
         signal_number(name)
+    if cfg.train.ema is not None and not 0.0 < cfg.train.ema < 1.0:
+        raise ConfigError(f"config key 'train.ema' is the decay of the weight average, in (0, 1) (e.g. 0.9998); "
+                          f"got {cfg.train.ema}")  # fmt: skip
+    if d.randaugment is not None and len(d.randaugment) != 2:
+        raise ConfigError(f"config key 'data.randaugment' is [num_ops, magnitude] (e.g. [2, 9]); got {d.randaugment}")
+    if d.crop == "scale_jitter" and (len(d.scale_range) != 2 or not d.size <= d.scale_range[0] <= d.scale_range[1]):
+        raise ConfigError(
+            f"config key 'data.scale_range' must be [low, high] with data.size ({d.size}) <= low <= high; "
+            f"got {d.scale_range}"
+        )
     m = cfg.model
     info = MODELS.get(m.name)
     if info is None:

@@ -47,6 +47,20 @@ def signal_number(name: str) -> signal.Signals:
     return getattr(signal, full)
 
 
+class IgnoreStopSignals:
+    """A DataLoader ``worker_init_fn``: loader workers ignore the stop signals. PyTorch gives its
+    workers a SIGTERM handler that ends them, so a signal to the whole process group (``timeout``,
+    a scheduler signalling every process of a job) would kill them and fail the run before it
+    saves; the main process stops and then shuts its workers down itself."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = list(names)
+
+    def __call__(self, worker_id: int) -> None:
+        for sig in map(signal_number, self.names):
+            signal.signal(sig, signal.SIG_IGN)
+
+
 class StopSignals:
     """While installed (a context manager), the signals in ``names`` request a stop instead of
     ending the process. ``group``: the process group to agree in (a gloo group on the CPU), None

@@ -105,6 +105,9 @@ def export_checkpoint(
         raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got {format!r}")
     if not Path(checkpoint).is_file():
         raise UserError(f"no checkpoint at {checkpoint} (a latest.pt or best.pt of `seqctx train`)")
+    for flag, value in (("--frames", frames), ("--size", size)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be a positive number; got {value}")
     cfg, model, classes = load_trained_model(None, checkpoint, overrides or [])
     frames = frames or cfg.model.num_segments
     size = size or cfg.data.size

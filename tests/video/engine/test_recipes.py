@@ -242,3 +242,13 @@ def test_cgc_keeps_channels_last(dims):
     y = layer(x)
     assert y.is_contiguous(memory_format=fmt)
     torch.testing.assert_close(y, layer(x.contiguous()))
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("train.ema=2", "'train.ema' is the decay"), ("data.randaugment=[2]", "'data.randaugment' is \\[num_ops"),
+     ("data.crop=scale_jitter", "'data.scale_range' must be \\[low, high\\] with data.size \\(400\\)")],
+)  # fmt: skip
+def test_the_tools_bad_values_are_config_errors(synth, tmp_path, setting, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(synth, tmp_path / "run", "data.size=400", "data.scale_size=400", setting)
