@@ -264,7 +264,7 @@ class Trainer:
             if is_main():
                 log.info("%s %s", "resuming the run in" if resume else "starting a run in", wd)
         if resume:
-            if not resumable_files(wd):
+            if not auto and not resumable_files(wd):  # auto resumes only when there are some
                 raise WorkDirError(f"nothing to resume in {wd}: it has no latest.pt (start the run without --resume)")
             ckpt, path = load_resumable(wd)
             saved = checkpoint_config(ckpt, path)

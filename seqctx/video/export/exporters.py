@@ -84,7 +84,7 @@ def _export_onnx(recognizer: nn.Module, example: torch.Tensor, out: Path, meta: 
     onnx.save(proto, str(out))
 
 
-def _export_pt2(recognizer: nn.Module, example: torch.Tensor, out: Path, meta: dict, optimize: bool) -> None:
+def _export_pt2(recognizer: nn.Module, example: torch.Tensor, out: Path, meta: dict) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(recognizer, (example,), dynamic_shapes={"clips": {0: batch}})
     torch.export.save(program, str(out), extra_files={f"{META_KEY}.json": json.dumps(meta)})
@@ -122,7 +122,10 @@ def export_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = metadata(cfg.to_dict(), list(classes), frames, size)
     with torch.no_grad():
-        (_export_onnx if format == "onnx" else _export_pt2)(recognizer, example, out, meta, optimize)
+        if format == "onnx":
+            _export_onnx(recognizer, example, out, meta, optimize)
+        else:
+            _export_pt2(recognizer, example, out, meta)
     return ExportedModel(out, format, frames, size, list(classes)), recognizer
 
 
