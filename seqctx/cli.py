@@ -2,6 +2,9 @@
 
 A user's mistake (:class:`~seqctx.errors.UserError`: a config, data, checkpoint or work folder
 that cannot be used) prints one message and exits with code 2; ``--debug`` shows its traceback.
+Every command ends its child processes on every way out (:func:`seqctx.stopping.end_children`);
+SIGTERM and SIGHUP outside training, and Ctrl-C anywhere, end it with one line and ``128 +
+signal`` (143, 129, 130); a stopped training run saves and exits 75.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from seqctx.errors import UserError
+from seqctx.errors import UserError, one_line
+from seqctx.stopping import PREEMPTED_EXIT_CODE, Preempted, Stopped, end_children, stop_on_signals
 
 DEMO_ANALYSIS_VIDEOS = 100  # `seqctx demo` analyses its TSM+CGC model on this many validation videos
 
@@ -36,7 +40,6 @@ def _show_log() -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from seqctx.video.engine import Trainer, load_config
-    from seqctx.video.engine.preemption import PREEMPTED_EXIT_CODE, Preempted
     from seqctx.video.engine.train import RunFinished
 
     overrides = list(args.set) + ([f"work_dir={args.work_dir}"] if args.work_dir else [])
@@ -354,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="a training checkpoint (PyTorch)")
     p.add_argument("--onnx", help="an ONNX file of `seqctx export` (onnxruntime), instead of --checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. data.backend=pyav")
-    p.add_argument("videos", nargs="+", help="video files, or folders of videos")
+    p.add_argument("videos", nargs="+", help="video files, or folders of videos (before or after the options)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("export", help="a trained model as ONNX or a torch.export program, for serving")
@@ -408,21 +411,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `predict a.mp4 --checkpoint c.pt b.mp4`: videos after the options too
+        if not hasattr(args, "videos") or any(x.startswith("-") for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.videos += extra
     _show_log()
     logger = logging.getLogger("seqctx")
     propagate, logger.propagate = logger.propagate, False  # printed once, not again by a root handler fairseq adds
     try:
-        return int(args.func(args) or 0)
+        with stop_on_signals():
+            return int(args.func(args) or 0)
     except UserError as e:
         if args.debug:
             raise
-        print(f"seqctx: error: {e}", file=sys.stderr)
+        print(f"seqctx: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except Preempted as e:  # raised outside `train` (a demo run)
+        print(e, file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
+    except (Stopped, KeyboardInterrupt) as e:
+        if args.debug:
+            raise
+        stop = e if isinstance(e, Stopped) else Stopped(2)  # SIGINT
+        print(f"seqctx: {stop}{' (Ctrl-C)' if stop.signum == 2 else ''}: {args.command} ended", file=sys.stderr)
+        return stop.exit_code
     except BrokenPipeError:  # the reader went away (`seqctx predict ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     finally:
+        end_children()
         logger.propagate = propagate
 
 

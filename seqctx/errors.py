@@ -8,7 +8,7 @@ catches those keeps working.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "UserError", "WorkDirError"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "UserError", "WorkDirError", "one_line"]
 
 
 class UserError(Exception):
@@ -29,3 +29,18 @@ class CheckpointError(UserError, ValueError):
 
 class WorkDirError(UserError, FileExistsError):
     """A work folder that holds another run (or none to resume)."""
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` without the worker traceback a DataLoader puts into the errors it
+    re-raises from its workers (``Caught X in DataLoader worker process N. Original Traceback
+    ...``): the original message alone."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    prefix = f"{type(error).__module__}.{type(error).__name__}: "
+    for start in (prefix, f"{type(error).__name__}: "):
+        if last.startswith(start):
+            return last[len(start) :]
+    return last

@@ -61,7 +61,7 @@ def analysis_loader(cfg: Config, max_videos: int | None, classes: Sequence[str] 
     if max_videos is not None and max_videos < len(dataset):
         dataset = Subset(dataset, across_classes(dataset.index.labels, max_videos))  # type: ignore[assignment]
     rank, world = rank_and_world()
-    return make_loader(cfg, dataset, EpochSampler(len(dataset), shuffle=False, rank=rank, world=world, pad=False),
+    return make_loader(cfg, dataset, EpochSampler(len(dataset), shuffle=False, rank=rank, world=world),
                        cfg.data.batch_size)  # type: ignore[arg-type]  # fmt: skip
 
 

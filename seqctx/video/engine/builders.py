@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
@@ -11,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from seqctx.errors import ConfigError, DataError, UserError
+from seqctx.stopping import make_loader as managed_loader
 from seqctx.video.data import (
     VideoDataset,
     build_dataset,
@@ -22,51 +22,66 @@ from seqctx.video.data import (
 from seqctx.video.models import MODELS, build_model
 
 from .config import Config
-from .preemption import IgnoreStopSignals
 
 
 class EpochSampler(Sampler[int]):
-    """The indices of one epoch: a permutation drawn from ``(seed, epoch)`` when shuffling, this
-    rank's share (``rank::world``), minus the first ``skip`` indices when a run resumes mid-epoch.
-    ``pad=True`` (training) repeats the first indices so that every rank gets the same count, as
-    DistributedSampler does; ``pad=False`` (evaluation) gives each index to exactly one rank.
+    """The indices of one epoch for this rank.
 
-    ``repeats=k`` (``data.repeat_aug``, repeated augmentation: DeiT's RASampler): each video of the
-    permutation comes ``k`` times in a row, as ``index + copy * size`` (the data set augments each
-    copy differently), the stream is dealt to the ranks (``rank::world``, so a video's copies go to
-    neighbouring ranks of the same global batch), and each rank keeps its usual ``ceil(size /
-    world)`` items: an epoch has the same length and covers the first ``size`` items of the
-    stream, each once."""
+    The epoch's stream is a permutation drawn from ``(seed, epoch)`` when shuffling (else
+    ``0..size-1``); with ``repeats=k`` (``data.repeat_aug``, repeated augmentation: DeiT's
+    RASampler) each video of the permutation comes ``k`` times in a row, as ``index + copy *
+    size`` (the data set augments each copy differently), and the stream is cut to ``size`` items
+    so that an epoch keeps its length.
+
+    Training (``batch_size``, the per-process batch): an epoch is ``steps = size // G`` global
+    batches of ``G = batch_size x world`` items; global batch ``k`` is the stream's items ``k*G ..
+    (k+1)*G - 1``, dealt ``rank::world`` (a video's repeated copies go to neighbouring ranks of
+    one global batch); the last partial global batch is dropped, so no video is trained twice in
+    an epoch. :meth:`set_epoch` with ``start`` (the samples seen, a multiple of ``G``) continues an
+    epoch after its first ``start`` items, whatever number of processes trained them.
+
+    Evaluation (no ``batch_size``): every index once, ``rank::world``, no padding."""
 
     def __init__(
-        self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, pad: bool = True,
+        self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, batch_size: int | None = None,
         repeats: int = 1,
     ) -> None:  # fmt: skip
-        self.size, self.shuffle, self.seed, self.rank, self.world, self.pad = size, shuffle, seed, rank, world, pad
+        self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
         self.repeats = repeats
-        self.epoch, self.skip = 0, 0
-        self.per_rank = math.ceil(size / world) if pad else len(range(rank, size, world))
+        self.global_batch = batch_size * world if batch_size else 0
+        self.steps = size // self.global_batch if batch_size else 0  # global batches per training epoch
+        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        if self.global_batch and (start % self.global_batch or start > self.steps * self.global_batch):
+            raise ValueError(f"start must be a multiple of the global batch {self.global_batch} up to "
+                             f"{self.steps * self.global_batch}, got {start}")  # fmt: skip
+        self.epoch, self.start = epoch, start
 
-    def indices(self) -> list[int]:
+    def stream(self) -> list[int]:
+        """The epoch's items in order, before they are dealt to the ranks."""
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(self.size, generator=g).tolist()
         else:
             order = list(range(self.size))
         if self.repeats > 1:
-            order = [i + copy * self.size for i in order for copy in range(self.repeats)]
-        if self.pad:
-            order += order[: self.per_rank * self.world - len(order)]
-        return order[self.rank :: self.world][: self.per_rank][self.skip :]
+            order = [i + copy * self.size for i in order for copy in range(self.repeats)][: self.size]
+        return order
+
+    def indices(self) -> list[int]:
+        order = self.stream()
+        if self.global_batch:
+            order = order[self.start : self.steps * self.global_batch]
+        return order[self.rank :: self.world]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices())
 
     def __len__(self) -> int:
-        return self.per_rank - self.skip
+        if self.global_batch:
+            return (self.steps * self.global_batch - self.start) // self.world
+        return len(range(self.rank, self.size, self.world))
 
 
 def make_model(cfg: Config) -> nn.Module:
@@ -151,14 +166,13 @@ def make_dataset(
 def make_loader(
     cfg: Config, dataset: VideoDataset, sampler: Sampler[int], batch_size: int, train: bool = False
 ) -> DataLoader:
-    """Batches of :func:`collate_clips`. A training loader drops the last partial batch (a batch
-    of one breaks BatchNorm on 1x1 maps, and would cost the epoch) and keeps its workers across
-    epochs (``persistent_workers``), each prefetching ``data.prefetch_factor`` batches."""
+    """Batches of :func:`collate_clips`, by :func:`seqctx.stopping.make_loader` (workers ignore
+    the stop signals; the process ends them). A training loader drops the last partial batch (a
+    batch of one breaks BatchNorm on 1x1 maps, and would cost the epoch) and keeps its workers
+    across epochs (``persistent_workers``), each prefetching ``data.prefetch_factor`` batches."""
     workers = cfg.data.workers
     extra = {"persistent_workers": train, "prefetch_factor": cfg.data.prefetch_factor} if workers else {}
-    if workers and train:
-        extra["worker_init_fn"] = IgnoreStopSignals(cfg.train.stop_signals)  # the trainer stops them itself
-    return DataLoader(
+    return managed_loader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available(),
         drop_last=train, collate_fn=collate_clips,
         generator=torch.Generator().manual_seed(cfg.train.seed),  # leaves the global RNG alone

@@ -22,7 +22,7 @@ from seqctx.overrides import apply_overrides
 from seqctx.safe_yaml import load_yaml
 from seqctx.video.data import Backend, DatasetFormat
 
-from .preemption import signal_number
+from seqctx.stopping import signal_number
 
 NoDecay = Literal["declared", "norm_bias"]  # optim.no_decay, see optim.param_groups
 NO_DECAY_RULES: tuple[str, ...] = get_args(NoDecay)
@@ -111,6 +111,7 @@ class TrainConfig:
     mixup: float | None = None  # Beta(alpha, alpha) of mixup; soft targets
     cutmix: float | None = None  # Beta(alpha, alpha) of CutMix; with mixup too, one of the two per batch
     ema: float | None = None  # decay of an exponential moving average of the weights (saved as model_ema)
+    max_nonfinite_steps: int = 5  # steps in a row with non-finite gradients skipped before the run stops
     cudnn_benchmark: bool = True  # CUDA: let cuDNN pick its fastest kernels (training sizes are fixed)
     log_every: int = 10
     tensorboard: bool = False  # also write TensorBoard event files (the tensorboard extra)
@@ -143,7 +144,7 @@ MINIMUM: dict[str, float] = {
     "optim.lr": 0, "optim.weight_decay": 0, "optim.step_size": 1, "optim.warmup_epochs": 0,
     "train.epochs": 1, "train.accumulate": 1, "train.eval_every": 1, "train.checkpoint_every": 0,
     "train.keep_checkpoints": 0, "train.mixup": 0, "train.cutmix": 0, "train.ema": 0, "train.log_every": 1,
-    "train.threads": 1,
+    "train.threads": 1, "train.max_nonfinite_steps": 1,
 }  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,7 @@ class EvalResult:
     ids: list[str]
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     confusions: list[tuple[str, str, int]] = field(default_factory=list)  # (true, predicted, videos), most first
+    complete: bool = True  # False when a stop signal ended the evaluation early
 
     def metrics(self) -> dict[str, float]:
         return {"top1": self.top1, "top5": self.top5, "mean_class_accuracy": self.mean_class_accuracy}
@@ -82,16 +83,22 @@ def evaluate(
     progress: bool = True,
     channels_last: bool = False,
     max_clips: int | None = None,
+    stopped: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Runs every view of every video (clips ``(N, V, 3, T, H, W)``) and averages the softmax
     scores of a video's views; videos the loader could not read (``meta["failed"]``, see
     :func:`~seqctx.video.data.collate_clips`) are listed, not scored. ``max_clips``: at most
     this many clips per forward (a batch's ``N*V`` views run in chunks, normalised on the device
     chunk by chunk; the views of one video may span two). ``channels_last``: clips in
-    ``channels_last_3d`` memory, as training feeds them."""
+    ``channels_last_3d`` memory, as training feeds them. ``stopped()``, asked before each batch:
+    True ends the evaluation there, with ``complete=False``."""
     model.eval()
     all_scores, all_labels, ids, unreadable = [], [], [], []
+    complete = True
     for clips, labels, meta in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
+        if stopped is not None and stopped():
+            complete = False
+            break
         unreadable += meta.get("failed", [])
         if len(clips) == 0:
             continue
@@ -112,7 +119,7 @@ def evaluate(
     else:
         scores, labels = torch.cat(all_scores), torch.cat(all_labels)
     top1, top5, mca = accuracy_metrics(scores, labels)
-    return EvalResult(top1, top5, mca, len(ids), scores, labels, ids, unreadable)
+    return EvalResult(top1, top5, mca, len(ids), scores, labels, ids, unreadable, complete=complete)
 
 
 def merge_results(parts: Sequence[EvalResult], order: Sequence[str]) -> EvalResult:
@@ -128,7 +135,8 @@ def merge_results(parts: Sequence[EvalResult], order: Sequence[str]) -> EvalResu
     else:
         scores, labels = torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     top1, top5, mca = accuracy_metrics(scores, labels)
-    return EvalResult(top1, top5, mca, len(rows), scores, labels, [r[0] for r in rows], unreadable)
+    complete = all(p.complete for p in parts)
+    return EvalResult(top1, top5, mca, len(rows), scores, labels, [r[0] for r in rows], unreadable, complete=complete)
 
 
 def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
@@ -150,6 +158,7 @@ def eval_amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
 
 def evaluate_dataset(
     model: nn.Module, cfg: Config, dataset: VideoDataset, device: torch.device, views: int, progress: bool = True,
+    stopped: Callable[[], bool] | None = None,
 ) -> EvalResult:  # fmt: skip
     """Every video of ``dataset`` (``views`` views each) evaluated once, the work split over the
     processes of a ``torchrun`` job (video ``i`` on rank ``i % world``, no padding, so no video
@@ -162,10 +171,10 @@ def evaluate_dataset(
 
     rank, world = rank_and_world()
     max_clips = cfg.data.test_batch_clips or cfg.data.batch_size
-    sampler = EpochSampler(len(dataset), shuffle=False, rank=rank, world=world, pad=False)
+    sampler = EpochSampler(len(dataset), shuffle=False, rank=rank, world=world)
     loader = make_loader(cfg, dataset, sampler, max(1, max_clips // views))
     amp = eval_amp_dtype(cfg, device)
-    local = evaluate(model, loader, device, amp, progress and rank == 0, cfg.train.channels_last, max_clips)
+    local = evaluate(model, loader, device, amp, progress and rank == 0, cfg.train.channels_last, max_clips, stopped)
     return merge_results(all_gather_objects(local), list(dataset.index.ids))
 
 

@@ -20,8 +20,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from seqctx.errors import CheckpointError, ConfigError, DataError, WorkDirError
+from seqctx.errors import CheckpointError, ConfigError, DataError, UserError, WorkDirError
 from seqctx.modules import OPERATOR_TYPES
+from seqctx.stopping import Preempted, StopSignals
 from seqctx.video.data import fold_views
 
 from .builders import EpochSampler, make_dataset, make_loader, make_model, memory_format
@@ -50,7 +51,7 @@ from .ema import WeightEMA
 from .evaluate import EvalResult, amp_dtype, checkpoint_config, evaluate_dataset, model_conflicts
 from .mixing import MixupCutmix
 from .optim import build_optimizer, build_scheduler
-from .preemption import Preempted, StopSignals
+from .state import RunState
 from .workdir_lock import WorkDirLock
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,17 @@ SETUP_FILES = ("config.yaml", "classes.txt")
 
 class RunFinished(Exception):
     """``resume="auto"`` found a finished run in the work folder: nothing to train."""
+
+
+class NonFiniteLoss(UserError, FloatingPointError):
+    """The gradients were not finite for ``train.max_nonfinite_steps`` optimiser steps in a row."""
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as None (``metrics.jsonl`` is JSON Lines: no bare NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def run_files(work_dir: Path) -> list[Path]:
@@ -213,12 +225,12 @@ class Trainer:
         self.val_set = make_dataset(cfg, "val", classes=classes) if cfg.data.val_annotation else None
         self.batch = cfg.data.batch_size
         self.sampler = EpochSampler(len(self.train_set), shuffle=True, seed=t.seed, rank=self.rank, world=self.world,
-                                    repeats=cfg.data.repeat_aug)  # fmt: skip
-        self.iters_per_epoch = len(self.sampler) // self.batch  # the last partial batch is dropped
+                                    batch_size=self.batch, repeats=cfg.data.repeat_aug)  # fmt: skip
+        self.iters_per_epoch = self.sampler.steps  # global batches; the last partial one is dropped
         if self.iters_per_epoch == 0:
             raise DataError(
-                f"the training set has {len(self.train_set)} videos ({len(self.sampler)} per process), fewer than "
-                f"one batch (data.batch_size={self.batch}); lower data.batch_size"
+                f"the training set has {len(self.train_set)} videos, fewer than one global batch (data.batch_size="
+                f"{self.batch} x {self.world} processes); lower data.batch_size"
             )
         # one loader for the whole run: its workers persist across epochs (the sampler and the
         # dataset's epoch are read anew each epoch)
@@ -231,9 +243,12 @@ class Trainer:
         self.mixing = MixupCutmix(cfg.model.num_classes, t.mixup, t.cutmix) if (t.mixup or t.cutmix) else None
         self.ema = WeightEMA(self.model, t.ema) if t.ema else None
         self.skipped_steps = torch.zeros((), dtype=torch.long, device=self.device)  # fp16 steps GradScaler skipped
+        self.nonfinite_steps, self.nonfinite_in_row = 0, 0  # steps skipped for non-finite gradients (fp32/bf16)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = t.cudnn_benchmark
         self.epoch, self.iteration, self.best_top1 = 0, 0, -1.0
+        self.validated = True  # epoch `epoch` had the validation it is due (RunState)
+        self.train_loss: float | None = None  # the last finished epoch's
         self.metrics_lines = 0  # lines of metrics.jsonl written (rank 0): a resumed run drops later ones
         self.loss_window = torch.zeros(2, device=self.device)  # (sum of losses, iterations) since the last log
         self.loss_total = torch.zeros(2, device=self.device)  # (sum, iterations) of the epoch's global batches
@@ -275,12 +290,13 @@ class Trainer:
                     f"cannot resume {wd}: its run trained another model ({'; '.join(conflicts)}); resume with the "
                     "run's own model keys, or --overwrite to start a new run there"
                 )
-            if ckpt["epoch"] >= t.epochs and ckpt["iteration"] == 0:
+            state = RunState.from_checkpoint(ckpt)
+            if state.epoch >= t.epochs and state.iteration == 0 and state.validated:
                 if auto:
-                    raise RunFinished(f"the run in {wd} is finished ({ckpt['epoch']} of {t.epochs} epochs): nothing "
+                    raise RunFinished(f"the run in {wd} is finished ({state.epoch} of {t.epochs} epochs): nothing "
                                       "to train (raise train.epochs to train on)")  # fmt: skip
                 raise WorkDirError(
-                    f"the run in {wd} is finished ({ckpt['epoch']} of train.epochs={t.epochs} epochs); raise "
+                    f"the run in {wd} is finished ({state.epoch} of train.epochs={t.epochs} epochs); raise "
                     "train.epochs to train on, or --overwrite to start afresh"
                 )
             return ckpt
@@ -302,13 +318,13 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else {},
-            "epoch": self.epoch,
-            "iteration": self.iteration,
-            "best_top1": self.best_top1,
+            **RunState(
+                self.epoch, self.iteration, self.iteration * self.sampler.global_batch, self.world,
+                self.sampler.global_batch, self.validated, self.best_top1, self.train_loss, self.metrics_lines,
+            ).to_checkpoint(),  # fmt: skip
             "rng": all_gather_objects(rng_state(self.device)),  # one entry per rank
             "config": self.cfg.to_dict(),
             "classes": list(self.train_set.classes),
-            "metrics_lines": self.metrics_lines,
             "loss_total": self.loss_total.cpu(),
             "loss_window": all_gather_objects(self.loss_window.cpu()),  # one entry per rank
             **(self.ema.state() if self.ema else {}),
@@ -320,10 +336,24 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler and ckpt["scaler"]:
             self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch, self.iteration, self.best_top1 = ckpt["epoch"], ckpt["iteration"], ckpt["best_top1"]
+        state = RunState.from_checkpoint(ckpt)
+        if state.iteration and state.global_batch != self.sampler.global_batch:
+            raise CheckpointError(
+                f"cannot continue epoch {state.epoch + 1} exactly: it was trained with a global batch of "
+                f"{state.global_batch} ({state.world_size} processes x {state.global_batch // state.world_size}), this "
+                f"run has {self.sampler.global_batch} ({self.world} processes x data.batch_size={self.batch}); "
+                + (f"resume with --set data.batch_size={state.global_batch // self.world}"
+                   if state.global_batch % self.world == 0 else f"resume on {state.world_size} processes")
+            )  # fmt: skip
+        if state.world_size != self.world and is_main():
+            log.warning("the run was trained on %d processes, it continues on %d: epoch %d goes on after its first %d "
+                        "samples, each remaining video once", state.world_size, self.world, state.epoch + 1,
+                        state.samples_seen)  # fmt: skip
+        self.epoch, self.iteration, self.best_top1 = state.epoch, state.iteration, state.best_top1
+        self.validated, self.train_loss = state.validated, state.train_loss
         metrics = self.work_dir / "metrics.jsonl"
         if is_main() and "metrics_lines" in ckpt and metrics.is_file():  # older checkpoints: the log as it is
-            lines = metrics.read_text().splitlines(keepends=True)[: ckpt["metrics_lines"]]
+            lines = metrics.read_text().splitlines(keepends=True)[: state.metrics_lines]
             metrics.write_text("".join(lines))  # the lines logged after the checkpoint are logged again
             self.metrics_lines = len(lines)
         states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
@@ -335,7 +365,9 @@ class Trainer:
         if "loss_total" in ckpt:
             self.loss_total.copy_(ckpt["loss_total"])
             windows = ckpt["loss_window"]
-            self.loss_window.copy_(windows[self.rank] if self.rank < len(windows) else torch.zeros(2))
+            if len(windows) != self.world:  # another world size: the window's sum goes to rank 0
+                windows = [sum(windows)] + [torch.zeros(2)] * (self.world - 1)
+            self.loss_window.copy_(windows[self.rank])
         if self.rank < len(states):
             set_rng_state(states[self.rank], self.device)
         else:  # more processes than the run had: the new ones start from their seed
@@ -360,8 +392,9 @@ class Trainer:
         (``train/loss``, ``val/top1``, ...; x axis: iterations)."""
         if not is_main():
             return
+        record = {k: json_safe(v) for k, v in record.items()}
         with open(self.work_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
         self.metrics_lines += 1
         if self.tensorboard is not None:
             step = record["epoch"] * self.iters_per_epoch + record.get("iteration", 0)
@@ -371,19 +404,19 @@ class Trainer:
             self.tensorboard.flush()
 
     # -- training ------------------------------------------------------------------------------
-    def _stop_if_asked(self, stop: StopSignals, saved: bool) -> None:
-        """At an iteration boundary: when any rank got a stop signal, save ``latest.pt`` here (unless
+    def _stop_if_asked(self, stop: StopSignals, saved: bool, phase: str = "training") -> None:
+        """At a boundary: when any rank got a stop signal, save ``latest.pt`` here (unless
         ``saved`` already) and raise :class:`Preempted` on every rank."""
         name = stop.agreed()
         if name is None:
             return
         if not saved:
             self._save("latest.pt")
-        raise Preempted(name, self.epoch, self.iteration, str(self.work_dir / "latest.pt"))
+        raise Preempted(name, self.epoch, self.iteration, str(self.work_dir / "latest.pt"), phase)
 
     def _train_epoch(self, stop: StopSignals) -> float:
         t, epoch = self.cfg.train, self.epoch
-        self.sampler.set_epoch(epoch, skip=self.iteration * self.batch)
+        self.sampler.set_epoch(epoch, start=self.iteration * self.sampler.global_batch)
         self.train_set.set_epoch(epoch)
         self.train_set.reset_failures()
         self.ddp.train()
@@ -423,8 +456,9 @@ class Trainer:
                 rate = seen * self.world / (time.perf_counter() - tick)
                 lr = self.optimizer.param_groups[0]["lr"]
                 bar.set_postfix(loss=f"{global_loss:.3f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
+                skipped = {"skipped_steps": self.nonfinite_steps} if self.nonfinite_steps else {}
                 self._log({"type": "train", "epoch": epoch, "iteration": self.iteration, "loss": global_loss,
-                           "lr": lr, "clips_per_s": rate})  # fmt: skip
+                           "lr": lr, "clips_per_s": rate, **skipped})  # fmt: skip
             boundary = self.iteration % t.accumulate == 0  # no gradients held: a checkpoint can be taken here
             saved = bool(boundary and t.checkpoint_every and self.iteration % t.checkpoint_every == 0)
             if saved:
@@ -450,7 +484,9 @@ class Trainer:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if not self.scaler and not self._finite_gradients(norm if clip else None):
+            return
         if self.scaler:
             scale = self.scaler._scale.clone()  # a device tensor; get_scale() would wait for the GPU
             self.scaler.step(self.optimizer)
@@ -465,6 +501,34 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
 
+    def _finite_gradients(self, norm: torch.Tensor | None) -> bool:
+        """Whether the gradients (their total ``norm``, computed here when not given) are finite;
+        a step with non-finite ones is skipped (not taken, not counted by the schedule) and
+        counted, and :data:`train.max_nonfinite_steps` of them in a row stop the run with
+        :class:`NonFiniteLoss`. One host read per step, as GradScaler's own check makes; the
+        gradients are all-reduced, so every rank decides alike."""
+        if norm is None:
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+        if bool(torch.isfinite(norm)):
+            self.nonfinite_in_row = 0
+            return True
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_steps += 1
+        self.nonfinite_in_row += 1
+        limit = self.cfg.train.max_nonfinite_steps
+        if is_main():
+            log.warning("epoch %d, iteration %d: non-finite gradients, step skipped (%d in a row, the run stops at %d)",
+                        self.epoch + 1, self.iteration, self.nonfinite_in_row, limit)  # fmt: skip
+        if self.nonfinite_in_row >= limit:
+            raise NonFiniteLoss(
+                f"the loss or its gradients were not finite for {limit} optimiser steps in a row (epoch "
+                f"{self.epoch + 1}, iteration {self.iteration}; {self.nonfinite_steps} skipped in all): the run stops. "
+                f"Lower optim.lr (now {self.cfg.optim.lr:g}), set optim.clip_grad, or check the data; "
+                f"train.max_nonfinite_steps={limit} sets how many are skipped in a row"
+            )
+        return False
+
     def _rewind_skipped_steps(self) -> None:
         """Take the skipped optimiser steps since the last call out of the schedule (one host read)."""
         if self.scaler is None:
@@ -478,20 +542,51 @@ class Trainer:
                 group["lr"] = base * factor(s.last_epoch)
             s._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
-    def validate(self, model: nn.Module | None = None) -> EvalResult | None:
+    def validate(self, model: nn.Module | None = None, stop: StopSignals | None = None) -> EvalResult | None:
         """Evaluate ``model`` (default: the trained one) on ``data.val_annotation`` with the
         validation views (``data.val_clips`` x ``data.val_crops``; the test protocol is ``seqctx
         test``'s), every process its share of the videos (unreadable videos left out and
-        reported); every process gets the merged result."""
+        reported); every process gets the merged result. A stop signal (``stop``) ends it early:
+        the result is then not ``complete``."""
         if self.val_set is None:
             return None
         self.val_set.reset_failures()
         d = self.cfg.data
+        stopped = (lambda: stop.received is not None) if stop is not None else None
         result = evaluate_dataset(model or self.model, self.cfg, self.val_set, self.device, d.val_clips * d.val_crops,
-                                  self.progress)  # fmt: skip
-        if result.unreadable and is_main():
+                                  self.progress, stopped=stopped)  # fmt: skip
+        if result.complete and result.unreadable and is_main():
             log.warning("validation: %s", result.summary())
         return result
+
+    def _validation_due(self, epoch: int) -> bool:
+        return self.val_set is not None and (epoch % self.cfg.train.eval_every == 0 or epoch == self.cfg.train.epochs)
+
+    def _validate_epoch(self, stop: StopSignals) -> dict[str, float]:
+        """The validation finished epoch ``epoch`` is due: its ``val`` line, ``best.pt`` when it
+        improves, then ``latest.pt`` saying it was validated. A stop signal during it ends the run
+        (:class:`Preempted`) with ``latest.pt`` as it was saved before: validation is redone on
+        resume."""
+        result = self.validate(stop=stop)
+        assert result is not None
+        metrics = result.metrics()
+        if self.ema is not None and result.complete:  # the average of the weights, evaluated alike
+            ema = self.validate(self.ema.module, stop=stop)
+            assert ema is not None
+            metrics.update({f"ema_{k}": v for k, v in ema.metrics().items()})
+            result.complete = ema.complete
+        name = stop.agreed()
+        if name is not None or not result.complete:
+            raise Preempted(name or "a stop signal", self.epoch - 1, self.iters_per_epoch,
+                            str(self.work_dir / "latest.pt"), "validation, redone on resume")  # fmt: skip
+        self._log({"type": "val", "epoch": self.epoch, **metrics, "num_videos": result.num_videos,
+                   "unreadable": [vid for vid, _ in result.unreadable]})  # fmt: skip
+        self.validated = True
+        if result.top1 > self.best_top1:
+            self.best_top1 = result.top1
+            self._save("best.pt")
+        self._save("latest.pt")  # validated, with the best top-1
+        return metrics
 
     def fit(self) -> dict[str, float]:
         """Train to ``cfg.train.epochs``; returns the last validation metrics (and the train loss).
@@ -503,30 +598,28 @@ class Trainer:
             self._lock.release()
 
     def _fit(self, stop: StopSignals) -> dict[str, float]:
+        """Epochs, each: train, log, save ``latest.pt`` (its validation owed, when due), validate
+        (:meth:`_validate_epoch`). Stop signals are acted on at every iteration boundary, after the
+        epoch's save and after validation."""
         t = self.cfg.train
-        metrics: dict[str, float] = {}
-        while self.epoch < t.epochs:
-            loss = self._train_epoch(stop)
-            self.epoch, self.iteration = self.epoch + 1, 0
-            metrics = {"train_loss": loss}
-            self._log({"type": "epoch", "epoch": self.epoch, "train_loss": loss, "failures": self.train_set.failures})
-            self._save("latest.pt")  # the epoch is kept before validation runs
-            if self.epoch % t.eval_every == 0 or self.epoch == t.epochs:
-                result = self.validate()
-                if result is not None:
-                    val = result.metrics()
-                    if self.ema is not None:  # the average of the weights, evaluated alike
-                        val.update({f"ema_{k}": v for k, v in self.validate(self.ema.module).metrics().items()})
-                    metrics.update(val)
-                    self._log({"type": "val", "epoch": self.epoch, **val, "num_videos": result.num_videos,
-                               "unreadable": [vid for vid, _ in result.unreadable]})  # fmt: skip
-                    if result.top1 > self.best_top1:
-                        self.best_top1 = result.top1
-                        self._save("best.pt")
-                        self._save("latest.pt")  # with the new best_top1, for a resumed run
+        metrics: dict[str, float] = {} if self.train_loss is None else {"train_loss": self.train_loss}
+        while True:
+            if not self.validated:  # also the owed validation of the epoch a resumed run stopped in
+                metrics.update(self._validate_epoch(stop))
             barrier()
-            if self.epoch < t.epochs:
-                self._stop_if_asked(stop, saved=True)
+            if self.epoch >= t.epochs:
+                break
+            if self.iteration == 0:
+                self._stop_if_asked(stop, saved=True, phase="between epochs")
+            self.train_loss = self._train_epoch(stop)
+            self.epoch, self.iteration = self.epoch + 1, 0
+            metrics = {"train_loss": self.train_loss}
+            self._log({"type": "epoch", "epoch": self.epoch, "train_loss": self.train_loss,
+                       "failures": self.train_set.failures})  # fmt: skip
+            self.validated = not self._validation_due(self.epoch)
+            self._save("latest.pt")  # the epoch is kept; its validation, when due, is still owed
+            if not self.validated:
+                self._stop_if_asked(stop, saved=True, phase="before validation, which is redone on resume")
         if is_main():
             from .plots import plot_metrics
 

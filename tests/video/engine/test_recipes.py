@@ -199,7 +199,7 @@ def test_the_weight_average_equals_a_hand_computed_one_and_resumes_exactly(synth
 
 def test_repeated_augmentation_deals_each_video_k_times_across_ranks_without_loss(synth, tmp_path):
     size, k = 10, 3
-    ranks = [EpochSampler(size, shuffle=True, seed=5, rank=r, world=2, repeats=k) for r in range(2)]
+    ranks = [EpochSampler(size, shuffle=True, seed=5, rank=r, world=2, batch_size=1, repeats=k) for r in range(2)]
     for s in ranks:
         s.set_epoch(4)
     dealt = [s.indices() for s in ranks]
