@@ -31,7 +31,7 @@ from seqctx.errors import DataError
 from .decode import VideoError, VideoSource
 from .index import VideoIndex
 from .sampling import Clips, build_sampler
-from .watchdog import open_guarded
+from .guarded import open_guarded
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class VideoDataset(Dataset):
         decode_threads: decoding threads per video reader (decord, PyAV), in each DataLoader worker.
         short_side: decode frames with this shorter side (:func:`~.decode.open_video`); None: as stored.
         decode_timeout: seconds a video may take to open and decode before it counts as unreadable
-            (:mod:`~.watchdog`: decoding then runs in a helper process); None: no limit, in-process.
+            (:mod:`~.guarded`: decoding then runs in a helper process); None: no limit, in-process.
         seed: with :meth:`set_epoch`, makes each item's random sampling and augmentation a
             function of ``(seed, epoch, index)`` only: the same whatever the number of workers or
             processes, and exactly reproducible when a run resumes.

@@ -420,7 +420,7 @@ def prediction_clips(cfg: Config, files: Sequence[Path]) -> Iterator[tuple[Path,
     centre crop of ``data.size`` after ``data.scale_size``), uint8 ``(1, 3, T, H, W)``; or
     ``(path, reason)`` when it cannot be read."""
     from seqctx.video.data import VideoError, build_sampler, build_transform
-    from seqctx.video.data.watchdog import open_guarded
+    from seqctx.video.data.guarded import open_guarded
 
     d = cfg.data
     sampler = build_sampler(

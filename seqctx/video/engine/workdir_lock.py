@@ -7,6 +7,13 @@ from another host (a shared file system) when its heartbeat stops, since the hol
 every :data:`HEARTBEAT_S` seconds and a lock untouched for :data:`STALE_AFTER_S` is taken over (a
 requeued job whose predecessor was killed a moment ago waits that long; one whose predecessor
 still runs is refused).
+
+A takeover is atomic: contenders remove a stale lock one at a time, under a mutex file created
+exclusively (``run.lock.takeover``), and only while the lock is still the very file they judged
+stale (inode and record); then they race to create theirs, which one hard link wins. So of any
+number of contenders for one stale lock exactly one wins, also across hosts that judged it stale
+in the same second. (A mutex left by a process that died inside those few operations is removed
+after :data:`TAKEOVER_STALE_S` seconds.)
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "run.lock"
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 60.0
+TAKEOVER_STALE_S = 30.0
 
 
 def process_start(pid: int) -> int | None:
@@ -70,12 +78,49 @@ class WorkDirLock:
         self._made_folder = False
 
     def _read(self) -> dict[str, Any] | None:
+        """The holder's record, with its file's inode as ``"_inode"``; None when there is no lock."""
         try:
-            return json.loads(self.path.read_text())
+            with open(self.path) as f:
+                inode = os.fstat(f.fileno()).st_ino
+                text = f.read()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
-            return {}  # being written, or garbage: judged by its age
+        except OSError:
+            return {}
+        try:
+            holder = json.loads(text)
+        except ValueError:
+            holder = {}  # being written, or garbage: judged by its age
+        return {**holder, "_inode": inode} if isinstance(holder, dict) else {"_inode": inode}
+
+    def _take_over(self, holder: dict[str, Any]) -> None:
+        """Remove the stale lock ``holder`` read, one contender at a time: under the takeover mutex
+        (``run.lock.takeover``, created exclusively), the lock is removed only while it is still
+        the file judged stale (same inode and record); then contenders race to create theirs, and
+        one link wins."""
+        mutex = self.path.with_name(f"{LOCK_NAME}.takeover")
+        deadline = time.monotonic() + TAKEOVER_STALE_S
+        while True:
+            try:
+                os.close(os.open(mutex, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                try:
+                    age = time.time() - mutex.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if age > TAKEOVER_STALE_S:  # its holder died within the few operations below
+                    mutex.unlink(missing_ok=True)
+                elif time.monotonic() > deadline:
+                    return
+                time.sleep(0.01)
+        try:
+            if self._read() == holder:
+                log.warning("%s: taking over the lock of a run that is gone (%s)", self.path.parent,
+                            _describe(holder))  # fmt: skip
+                self.path.unlink(missing_ok=True)
+        finally:
+            mutex.unlink(missing_ok=True)
 
     def _create(self) -> bool:
         """Create the lock atomically (a hard link of a complete file: safe on NFS too)."""
@@ -114,7 +159,7 @@ class WorkDirLock:
     def acquire(self) -> None:
         self._made_folder = not self.path.parent.exists()  # removed again by release() if still empty
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
+        for _ in range(5):
             if self._create():
                 self._start_heartbeat()
                 return
@@ -127,17 +172,25 @@ class WorkDirLock:
                     f"({_describe(self.me)}) stops. Wait for it to end, or use another --work-dir (if that process "
                     f"is gone, delete {self.path})"
                 )
-            log.warning("%s: taking over the lock of a run that is gone (%s)", self.path.parent, _describe(holder))
-            self.path.unlink(missing_ok=True)
+            self._take_over(holder)
         raise WorkDirError(f"could not take {self.path}: other runs keep taking it; use another --work-dir")
 
     def _start_heartbeat(self) -> None:
         def beat() -> None:
+            failing = False
             while not self._stop.wait(HEARTBEAT_S):
                 try:
                     os.utime(self.path)
-                except OSError:
-                    return
+                except OSError as e:  # a file server's hiccup: said once, tried again at the next beat
+                    if not failing:
+                        log.warning("%s: the heartbeat could not touch the lock (%s); retrying every %.0f s (another "
+                                    "host takes the folder over after %.0f s without one)", self.path, e,
+                                    HEARTBEAT_S, STALE_AFTER_S)  # fmt: skip
+                    failing = True
+                    continue
+                if failing:
+                    log.warning("%s: the heartbeat touches the lock again", self.path)
+                failing = False
 
         self._heartbeat = threading.Thread(target=beat, name="seqctx-lock-heartbeat", daemon=True)
         self._heartbeat.start()

@@ -19,7 +19,7 @@ from seqctx.video.data import (
     build_transform,
     collate_clips,
     decode,
-    watchdog,
+    guarded,
 )
 from seqctx.video.data.check import check_dataset, format_report
 
@@ -46,10 +46,10 @@ def hanging_decord(monkeypatch):
             ctypes.CDLL(None).sleep(1000)
         return real(self, unique)
 
-    watchdog._HELPER.stop()
+    guarded.stop_helper()
     monkeypatch.setattr(decode.DecordSource, "decode", blocking)
     yield
-    watchdog._HELPER.stop()
+    guarded.stop_helper()
 
 
 def dataset(root, on_error, timeout=2.0):

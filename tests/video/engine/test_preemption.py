@@ -322,3 +322,71 @@ def test_the_slurm_script_saves_on_the_time_limit_signal_requeues_and_the_requeu
     assert done.returncode == 0, done.stdout[-3000:]
     assert "resuming the run in" in done.stdout and (tmp_path / "requeued").read_text() == "requeue 4242\n"
     assert_same_weights(full / "latest.pt", run / "latest.pt")
+
+
+def _contend(folder, barrier, results):
+    from seqctx.video.engine import workdir_lock as wl
+
+    judge = wl.WorkDirLock._stale
+
+    def slow_judge(self, holder):  # every contender judges the lock stale before any of them acts
+        stale = judge(self, holder)
+        time.sleep(0.3)
+        return stale
+
+    wl.WorkDirLock._stale = slow_judge
+    lock = wl.WorkDirLock(folder)
+    barrier.wait()
+    try:
+        lock.acquire()
+    except WorkDirError:
+        results.put("refused")
+        return
+    results.put("won")
+    time.sleep(1.5)  # holds it while the others decide
+    lock.release()
+
+
+def test_of_several_contenders_for_one_stale_lock_exactly_one_wins(tmp_path):
+    import multiprocessing as mp
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = {**WorkDirLock(folder).me, "pid": int(dead.stdout), "start": None}
+    ctx = mp.get_context("fork")
+    for _ in range(3):
+        (folder / "run.lock").write_text(json.dumps(stale))
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_contend, args=(folder, barrier, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        outcomes = sorted(results.get(timeout=60) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        assert outcomes == ["refused"] * 3 + ["won"]  # before: unlink + create let two or more win
+        assert not (folder / "run.lock").exists() and not list(folder.glob("run.lock.*"))
+
+
+def test_the_heartbeat_logs_a_failed_touch_and_goes_on(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(workdir_lock, "HEARTBEAT_S", 0.05)
+    lock = WorkDirLock(tmp_path)
+    lock.acquire()
+    real, calls = os.utime, []
+
+    def flaky(path, *a, **k):
+        calls.append(path)
+        if len(calls) <= 2:
+            raise OSError(5, "Input/output error")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(workdir_lock.os, "utime", flaky)
+    caplog.set_level(logging.WARNING, logger="seqctx")
+    real(lock.path, (0, 0))
+    deadline = time.monotonic() + 10
+    while lock.path.stat().st_mtime == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lock.release()
+    assert len(calls) >= 3  # before: the thread stopped at the first OSError
+    assert "could not touch the lock ([Errno 5] Input/output error)" in caplog.text
+    assert "touches the lock again" in caplog.text
