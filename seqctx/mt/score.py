@@ -118,14 +118,22 @@ def remove_bpe(line: str) -> str:
 
 
 def read_lines(path: str | Path, what: str) -> list[str]:
+    """The lines of ``path``, split at ``\n`` only (and a CRLF's ``\r`` dropped), as fairseq and
+    sacrebleu read them: U+2028, U+0085 and the other breaks ``str.splitlines`` knows stay inside a
+    sentence."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} {path} not found")
-    return path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the file
+    return [line.removesuffix("\r") for line in lines]
 
 
 def read_generate_output(path: str | Path) -> tuple[list[str], list[str]]:
-    """Hypotheses (``H-id``) and references (``T-id``) of fairseq-generate's output, by id."""
+    """Hypotheses (``H-id``) and references (``T-id``) of fairseq-generate's output, by id; with
+    ``--nbest N`` the first ``H-id`` line of a sentence, its best hypothesis (fairseq's scorer
+    takes ``j == 0``)."""
     hyps: dict[int, str] = {}
     refs: dict[int, str] = {}
     for line in read_lines(path, "fairseq-generate output"):
@@ -134,7 +142,7 @@ def read_generate_output(path: str | Path) -> tuple[list[str], list[str]]:
             continue
         kind, idx, rest = m.group(1), int(m.group(2)), m.group(3)
         if kind == "H":
-            hyps[idx] = rest.split("\t", 1)[1] if "\t" in rest else ""
+            hyps.setdefault(idx, rest.split("\t", 1)[1] if "\t" in rest else "")
         else:
             refs[idx] = rest
     if not hyps or set(hyps) != set(refs):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from seqctx.errors import ConfigError
+from seqctx.outputs import output_folder
 from seqctx.video.engine.distributed import init_distributed, is_main, local_device
 from seqctx.video.engine.evaluate import load_trained_model
 
@@ -86,7 +87,7 @@ def analyze(
         raise ConfigError(f"unknown analysis {unknown[0]!r} (--only); valid: {', '.join(ANALYSES)}")
     if max_videos is not None and max_videos < 1:
         raise ConfigError(f"--max-videos must be >= 1 (or left out: every video), got {max_videos}")
-    out = Path(out)
+    out = output_folder(out, "--out")
     models = {Path(checkpoint).parent.name or "model": load_trained_model(cfg_path, checkpoint, overrides)}
     if compare is not None:
         models[Path(compare).parent.name + " (compare)"] = load_trained_model(cfg_path, compare, overrides)

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from seqctx.stopping import make_loader
 
 from .datasets import LOAD_ERRORS, VideoDataset
 from .decode import VideoError, read_sequential
@@ -84,7 +86,7 @@ def check_dataset(
     """The status of every video, opened in ``workers`` DataLoader processes."""
     from tqdm import tqdm
 
-    loader = DataLoader(_Probe(dataset, min_frames, exact), batch_size=None, num_workers=workers)
+    loader = make_loader(_Probe(dataset, min_frames, exact), batch_size=None, num_workers=workers)
     return list(tqdm(loader, total=len(dataset), desc="checking videos", disable=not progress))
 
 

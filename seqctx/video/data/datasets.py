@@ -29,9 +29,9 @@ from torch.utils.data import Dataset, default_collate
 from seqctx.errors import DataError
 
 from .decode import VideoError, VideoSource
+from .guarded import open_guarded
 from .index import VideoIndex
 from .sampling import Clips, build_sampler
-from .guarded import open_guarded
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,10 @@ class VideoDataset(Dataset):
         return {"id": self.index.ids[i]}
 
     def _relative(self, template: str, fields: dict[str, str]) -> str:
-        return "/".join(part for part in template.format(**fields).split("/") if part)  # empty fields drop out
+        """The template's path for ``fields``; empty fields drop out, and an absolute path (a list
+        file's ``/data/x/v.mp4``) stays absolute, so that joining it to the root keeps it as given."""
+        path = template.format(**fields)
+        return ("/" if path.startswith("/") else "") + "/".join(part for part in path.split("/") if part)
 
     def _paths(self, i: int, first: tuple[str, str] | None = None) -> Iterator[tuple[tuple[str, str], str]]:
         """``((template, extension), path)`` for each place video ``i`` may be, ``first`` first,
@@ -323,7 +326,11 @@ class KineticsDataset(VideoDataset):
         with open(csv_file, newline="", encoding=ENCODING) as f:
             reader = csv.reader(f)
             header = next(reader, [])
-            rows = list(reader)
+            numbered = [(reader.line_num, row) for row in reader]
+        rows = [row for _, row in numbered if any(cell.strip() for cell in row)]  # blank lines are skipped
+        line_numbers = [n for n, row in numbered if any(cell.strip() for cell in row)]
+        if len(rows) < len(numbered):
+            log.info("%s: %d blank lines skipped", csv_file, len(numbered) - len(rows))
         columns = {name: i for i, name in enumerate(header)}
         if not {"youtube_id", "time_start", "time_end"} <= set(columns):
             raise DataError(
@@ -332,6 +339,15 @@ class KineticsDataset(VideoDataset):
             )
         yid, start, end = columns["youtube_id"], columns["time_start"], columns["time_end"]
         lab, split = columns.get("label"), columns.get("split")
+        for n, r in zip(line_numbers, rows, strict=True):
+            if len(r) < len(header):
+                raise DataError(f"{csv_file}, line {n}: {len(r)} fields where the header has {len(header)} "
+                                f"({','.join(header)}); got {','.join(r)!r}")  # fmt: skip
+            try:
+                float(r[start]), float(r[end])
+            except ValueError:
+                raise DataError(f"{csv_file}, line {n}: time_start and time_end must be numbers, got "
+                                f"{r[start]!r} and {r[end]!r}") from None  # fmt: skip
         if classes:
             classes, origin = list(classes), "the run's class list"
         elif label_map:
@@ -340,11 +356,11 @@ class KineticsDataset(VideoDataset):
             classes, origin = sorted({r[lab] for r in rows if lab is not None and r[lab]}), f"the labels of {csv_file}"
         lookup = _class_lookup(classes, origin)
         ids, labels, splits = [], [], []
-        for n, r in enumerate(rows, 2):
+        for n, r in zip(line_numbers, rows, strict=True):
             ids.append(f"{r[yid]}_{int(float(r[start])):06d}_{int(float(r[end])):06d}")
             labels.append(lookup(r[lab], f"{csv_file}, line {n}") if lab is not None and r[lab] else -1)
             splits.append(r[split] if split is not None else "")
-        index = VideoIndex(ids, labels, groups=splits, source=csv_file, lines=range(2, len(rows) + 2))
+        index = VideoIndex(ids, labels, groups=splits, source=csv_file, lines=line_numbers)
         super().__init__(index, root, classes=classes, **kwargs)
 
     def fields(self, i: int) -> dict[str, str]:
@@ -413,7 +429,9 @@ class SomethingSomethingV1(VideoDataset):
 
 class VideoListDataset(VideoDataset):
     """The TSM list format: ``path label`` (videos) or ``path num_frames label`` (frame folders),
-    paths relative to ``root``; so any other data set works."""
+    paths relative to ``root`` (absolute ones as given); so any other data set works. With
+    ``classes`` (the run's list, or ``data.labels``), a label outside it is a :class:`DataError`
+    naming the file and line."""
 
     def __init__(self, list_file: str | Path, root: str | Path, classes: Sequence[str] = (), **kwargs) -> None:
         ids, labels, frames, lines = [], [], [], []
@@ -426,6 +444,11 @@ class VideoListDataset(VideoDataset):
                     f"{list_file}, line {n}: expected 'path label' (a video) or 'path num_frames label' (a frame "
                     f"folder), whitespace-separated, numbers as whole numbers, and no spaces in the path; "
                     f"got {line!r}"
+                )
+            if classes and int(parts[-1]) >= len(classes):
+                raise DataError(
+                    f"{list_file}, line {n}: label {parts[-1]} is outside the class list ({len(classes)} classes, "
+                    f"0 to {len(classes) - 1}); a run uses one class list for every split"
                 )
             ids.append(parts[0])
             labels.append(int(parts[-1]))

@@ -244,16 +244,18 @@ def prepare_dataset(
         raise DataError(f"--short-side must be an even number of pixels (H.264 4:2:0), got {short_side}")
     if keyint < 1:
         raise DataError(f"--keyint must be at least 1 frame, got {keyint}")
-    out = Path(out).resolve()
+    from seqctx.outputs import output_folder
+
+    out = output_folder(out, "--out").resolve()
     tasks = plan(dataset, out, frames)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(task, dataset.backend, short_side, keyint, crf, frames) for task in tasks]
     report, outcomes = PrepareReport(), {}
     bar = tqdm(total=len(jobs), desc="preparing videos", disable=not progress)
     if workers:
-        import multiprocessing as mp
+        from seqctx.stopping import worker_pool
 
-        with mp.get_context("fork").Pool(workers) as pool:
+        with worker_pool(workers) as pool:
             results: Iterator[Outcome] = pool.imap_unordered(_convert_star, jobs, chunksize=1)
             for outcome in results:
                 outcomes[outcome.id] = outcome

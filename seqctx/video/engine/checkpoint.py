@@ -142,9 +142,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"({detail or 'not loadable with weights_only=True'}); seqctx reads the latest.pt/best.pt that "
             "`seqctx train` writes (fairseq checkpoints belong to `seqctx mt evaluate` and fairseq-generate)"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # RuntimeError, EOFError, KeyError ('invalid load key' of a text file), ...
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated, or another format): {e}"
+            f"{path} is not a readable PyTorch checkpoint (truncated, or another format): {type(e).__name__}: {e}"
         ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint (a dict of tensors)")

@@ -20,9 +20,8 @@ import yaml
 from seqctx.errors import ConfigError
 from seqctx.overrides import apply_overrides
 from seqctx.safe_yaml import load_yaml
-from seqctx.video.data import Backend, DatasetFormat
-
 from seqctx.stopping import signal_number
+from seqctx.video.data import Backend, DatasetFormat
 
 NoDecay = Literal["declared", "norm_bias"]  # optim.no_decay, see optim.param_groups
 NO_DECAY_RULES: tuple[str, ...] = get_args(NoDecay)

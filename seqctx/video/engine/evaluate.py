@@ -367,9 +367,12 @@ def evaluate_checkpoint(
     and ``.png`` (:func:`write_confusion`). Under ``torchrun`` every process evaluates its share
     of the videos and rank 0 writes the files (:func:`evaluate_dataset`). ``ema``: test the
     averaged weights."""
+    from seqctx.outputs import output_file
+
     from .builders import make_dataset, memory_format
     from .config import check_views
 
+    csv_path = output_file(out if out else Path(checkpoint).with_name("predictions.csv"), "--out")  # before the work
     cfg, model, classes = load_trained_model(cfg_path, checkpoint, overrides, ema=ema)
     clips = cfg.data.test_clips if clips is None else clips
     crops = cfg.data.test_crops if crops is None else crops
@@ -380,7 +383,6 @@ def evaluate_checkpoint(
     model = model.to(device, memory_format=memory_format(cfg))
     result = evaluate_dataset(model, cfg, dataset, device, clips * crops, progress=progress)
     if is_main():
-        csv_path = Path(out) if out else Path(checkpoint).with_name("predictions.csv")
         write_predictions(result, classes or dataset.classes, csv_path)
         write_confusion(result, classes or dataset.classes, csv_path)
         write_metrics(result, csv_path.with_suffix(".json"), checkpoint=str(checkpoint), weights="model_ema" if ema

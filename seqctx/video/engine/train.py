@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from seqctx.errors import CheckpointError, ConfigError, DataError, UserError, WorkDirError
 from seqctx.modules import OPERATOR_TYPES
+from seqctx.outputs import output_folder
 from seqctx.stopping import Preempted, StopSignals
 from seqctx.video.data import fold_views
 
@@ -201,6 +202,7 @@ class Trainer:
         self.device = local_device(t.device)
         self.rank, self.world = init_distributed(self.device)
         self.work_dir = Path(cfg.work_dir)
+        output_folder(self.work_dir, "work_dir")
         self._lock = WorkDirLock(self.work_dir)
         try:
             on_main(self._lock.acquire)
@@ -319,8 +321,15 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else {},
             **RunState(
-                self.epoch, self.iteration, self.iteration * self.sampler.global_batch, self.world,
-                self.sampler.global_batch, self.validated, self.best_top1, self.train_loss, self.metrics_lines,
+                self.epoch,
+                self.iteration,
+                self.iteration * self.sampler.global_batch,
+                self.world,
+                self.sampler.global_batch,
+                self.validated,
+                self.best_top1,
+                self.train_loss,
+                self.metrics_lines,
             ).to_checkpoint(),  # fmt: skip
             "rng": all_gather_objects(rng_state(self.device)),  # one entry per rank
             "config": self.cfg.to_dict(),

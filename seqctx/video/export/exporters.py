@@ -118,8 +118,9 @@ def export_checkpoint(
             recognizer(example)
         except (RuntimeError, ValueError) as e:
             raise UserError(f"the model of {checkpoint} does not take {frames} frames of {size}x{size}: {e}") from None
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from seqctx.outputs import output_file
+
+    out = output_file(out, "--out")
     meta = metadata(cfg.to_dict(), list(classes), frames, size)
     with torch.no_grad():
         if format == "onnx":

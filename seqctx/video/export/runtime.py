@@ -27,7 +27,12 @@ class OnnxRecognizer:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's InvalidProtobuf, InvalidArgument, ...: not a usable ONNX file
+            reason = str(e).split(" : ")[-1] if " : " in str(e) else str(e)
+            raise UserError(f"{path} is not a readable ONNX file ({Path(path).stat().st_size} bytes; onnxruntime: "
+                            f"{reason}); use the file `seqctx export` wrote") from None  # fmt: skip
         props = self.session.get_modelmeta().custom_metadata_map
         if "seqctx" not in props:
             raise UserError(f"{path} was not written by `seqctx export` (no seqctx metadata)")

@@ -17,10 +17,10 @@ import torch
 
 from seqctx.cli import main
 from seqctx.errors import CheckpointError, WorkDirError
+from seqctx.stopping import PREEMPTED_EXIT_CODE, Preempted
 from seqctx.video.engine import Trainer, workdir_lock
 from seqctx.video.engine import train as train_module
 from seqctx.video.engine.checkpoint import load_checkpoint, retained_checkpoints, save_checkpoint
-from seqctx.stopping import PREEMPTED_EXIT_CODE, Preempted
 from seqctx.video.engine.workdir_lock import WorkDirLock
 
 from .runs import tiny_config, tiny_overrides
