@@ -426,23 +426,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         if args.debug:
             raise
-        print(f"seqctx: error: {one_line(e)}", file=sys.stderr)
-        return 2
+        return _ended(f"seqctx: error: {one_line(e)}", 2)
     except Preempted as e:  # raised outside `train` (a demo run)
-        print(e, file=sys.stderr)
-        return PREEMPTED_EXIT_CODE
+        return _ended(str(e), PREEMPTED_EXIT_CODE)
     except (Stopped, KeyboardInterrupt) as e:
         if args.debug:
             raise
         stop = e if isinstance(e, Stopped) else Stopped(2)  # SIGINT
-        print(f"seqctx: {stop}{' (Ctrl-C)' if stop.signum == 2 else ''}: {args.command} ended", file=sys.stderr)
-        return stop.exit_code
+        return _ended(f"seqctx: {stop}{' (Ctrl-C)' if stop.signum == 2 else ''}: {args.command} ended", stop.exit_code)
     except BrokenPipeError:  # the reader went away (`seqctx predict ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     finally:
         end_children()
         logger.propagate = propagate
+
+
+def _ended(message: str, code: int) -> int:
+    """Print why the command ended, after its child processes ended (so that the message is the
+    last line, after whatever a loader worker still logged), and return its exit code."""
+    end_children()
+    print(message, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -17,11 +17,17 @@ def output_file(path: str | Path, option: str) -> Path:
     if path.is_dir():
         raise UserError(f"{option} {path} is a folder; name a file to write (e.g. {path / 'out'}{path.suffix})")
     _writable_folder(path.parent, option, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{option} {path}: cannot make the folder {path.parent} ({e.strerror or e})") from None
     return path
 
 
 def output_folder(path: str | Path, option: str) -> Path:
-    """``path`` as a folder to write into (made when missing): not an existing file."""
+    """``path`` as a folder to write into: not an existing file, and either a folder that can be
+    written or one that can be made there (not made here: a command that fails before writing
+    leaves nothing behind)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{option} {path} is a file; name a folder (it is made when missing)")
@@ -30,12 +36,9 @@ def output_folder(path: str | Path, option: str) -> Path:
 
 
 def _writable_folder(folder: Path, option: str, path: Path) -> None:
-    for parent in [folder, *folder.parents]:
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"{option} {path}: {parent} is a file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{option} {path}: cannot make the folder {folder} ({e.strerror or e})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"{option} {path}: the folder {folder} cannot be written")
+    """``folder``, or the nearest of its parents that exists, is a folder this process can write."""
+    existing = next(p for p in [folder.absolute(), *folder.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: the folder {existing} cannot be written")

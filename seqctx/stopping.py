@@ -80,11 +80,39 @@ def signal_number(name: str) -> signal.Signals:
     return getattr(signal, full)
 
 
+def _child_ignores() -> list[signal.Signals]:
+    return [getattr(signal, name) for name in CHILD_IGNORES]
+
+
+@contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Hold the stop signals back in this thread while inside, around the start of children: a
+    child starts with them blocked, so that one sent to the whole group before the child ignores
+    them stays pending, and is dropped when it does (:func:`ignore_stop_signals`), where it would
+    otherwise kill the child in its first milliseconds; this process gets its own on the way out."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _child_ignores())
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def ignore_stop_signals(*_: object) -> None:
-    """In a child process (a DataLoader ``worker_init_fn``, a pool's initializer): ignore the
-    signals its parent acts on (:data:`CHILD_IGNORES`); the parent ends it."""
-    for name in CHILD_IGNORES:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    """In a child process (a DataLoader ``worker_init_fn``, a pool's initializer, a decode
+    helper): ignore the signals its parent acts on (:data:`CHILD_IGNORES`), then let through any
+    held back (:func:`stop_signals_held`): the parent ends it. A background thread of the child
+    that loses its connection because the parent left (the resource sharer that hands tensors to
+    the parent, interrupted mid-transfer by a stop) ends without a traceback."""
+    signums = _child_ignores()
+    for signum in signums:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
+    threading.excepthook = _quiet_when_parent_left
+
+
+def _quiet_when_parent_left(args: threading.ExceptHookArgs, default: Any = threading.__excepthook__) -> None:
+    if not issubclass(args.exc_type, ConnectionError | EOFError):
+        default(args)
 
 
 class _ChainedInit:
@@ -104,9 +132,11 @@ class ManagedLoader(DataLoader):
     :func:`end_children` shuts down."""
 
     def _get_iterator(self) -> Any:
-        iterator = super()._get_iterator()
-        if self.num_workers > 0:
-            _ITERATORS.add(iterator)
+        if self.num_workers == 0:
+            return super()._get_iterator()
+        with stop_signals_held():  # the workers start here
+            iterator = super()._get_iterator()
+        _ITERATORS.add(iterator)
         return iterator
 
 
@@ -119,10 +149,21 @@ def make_loader(dataset: Any, num_workers: int = 0, **kwargs: Any) -> DataLoader
     return ManagedLoader(dataset, num_workers=num_workers, **kwargs)
 
 
+def _pool_worker_init() -> None:
+    """A pool worker ignores the stop signals but SIGTERM, which ends it at once (the default
+    action, not the parent's handler it was forked with): ``Pool.terminate`` ends its workers with
+    SIGTERM and then waits for them, so a worker that ignored it would never be joined."""
+    ignore_stop_signals()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def worker_pool(workers: int) -> Any:
-    """A fork pool of ``workers`` processes that ignore the stop signals (``data prepare``); use
-    it as a context manager, and :func:`end_children` ends it on any way out."""
-    return mp.get_context("fork").Pool(workers, initializer=ignore_stop_signals)
+    """A fork pool of ``workers`` processes for work that holds no state worth saving (``data
+    prepare``: an interrupted output is a ``.partial`` file, redone by a rerun). Ctrl-C reaches
+    the parent alone; SIGTERM ends a worker at once. Use it as a context manager (its exit
+    terminates the pool), and :func:`end_children` ends it on any way out."""
+    with stop_signals_held():
+        return mp.get_context("fork").Pool(workers, initializer=_pool_worker_init)
 
 
 _ITERATORS: weakref.WeakSet = weakref.WeakSet()

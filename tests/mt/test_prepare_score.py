@@ -132,6 +132,17 @@ def test_scores_follow_the_papers_protocol(tmp_path):
         read_generate_output(tmp_path / "bad.out")
 
 
+def test_generate_output_takes_the_best_of_nbest_and_splits_lines_at_newlines_only(tmp_path):
+    gen = tmp_path / "gen.out"  # --nbest 2: fairseq prints the best hypothesis of a sentence first
+    gen.write_bytes(
+        "T-0\tdas ist gut\r\nH-0\t-0.1\tthe best\r\nH-0\t-0.9\tthe second\r\n"
+        "T-1\ta\u2028b\nH-1\t-0.2\ta\u2028b\n".encode()
+    )
+    hyps, refs = read_generate_output(gen)
+    assert hyps == ["the best", "a\u2028b"]  # U+2028 stays inside its sentence, as in fairseq and sacrebleu
+    assert refs == ["das ist gut", "a\u2028b"]  # a CRLF file's \r is dropped
+
+
 def fairseq_bleu4(hyps: list[str], refs: list[str]) -> str:
     """fairseq-generate's scoring: both strings encoded with the target dictionary (new words
     added), then fairseq's C BLEU scorer."""

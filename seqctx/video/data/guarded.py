@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from seqctx.stopping import ignore_stop_signals, on_end
+from seqctx.stopping import ignore_stop_signals, on_end, stop_signals_held
 
 from .decode import VideoError, VideoSource, open_video
 
@@ -96,6 +96,10 @@ class _Forker:
         threading.Thread(target=self._run, name="seqctx-decode-forker", daemon=True).start()
 
     def _run(self) -> None:
+        with stop_signals_held():  # for good in this thread: each helper starts with them held
+            self._serve()
+
+    def _serve(self) -> None:
         while True:
             theirs, reply = self.requests.get()
             pid = os.fork()

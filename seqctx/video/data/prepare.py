@@ -182,16 +182,18 @@ def _convert_star(args: tuple) -> Outcome:
 
 
 def plan(dataset: VideoDataset, out: str | Path, frames: bool) -> list[Task]:
-    """A task per video of ``dataset``: where it is and where its output goes."""
-    root, out = Path(dataset.root).resolve(), Path(out).resolve()
-    if out == root:
+    """A task per video of ``dataset``: where it is and where its output goes, at the video's path
+    under the root as the annotation names it (a symlinked video or root is not followed: two
+    links to one file are two outputs, named after the links)."""
+    if Path(out).resolve() == Path(dataset.root).resolve():
         raise DataError(f"--out {out} is the data root: prepare writes a copy and never touches the sources")
+    root, out = Path(os.path.abspath(dataset.root)), Path(out).resolve()
     dataset.find_layout()
     tasks = []
     for i in range(len(dataset)):
         vid = dataset.index.ids[i]
         try:
-            source = dataset.path(i).resolve()
+            source = Path(os.path.abspath(dataset.path(i)))
         except VideoError as e:
             tasks.append(Task(vid, "", "", str(e)))
             continue

@@ -88,6 +88,29 @@ def test_list_file_for_any_dataset(tmp_path):
             VideoListDataset(tmp_path / "bad.txt", SSV2)
 
 
+def test_list_labels_are_checked_against_the_class_list_and_absolute_paths_are_kept(tmp_path):
+    video = (SSV2 / "videos" / "100005.webm").resolve()
+    (tmp_path / "list.txt").write_text(f"{video} 1\nvideos/100041.webm 2\n")  # one absolute path, one relative
+    ds = VideoListDataset(tmp_path / "list.txt", SSV2, classes=["a", "b", "c"], sampler=segments())
+    assert ds[0][2]["path"] == str(video) and ds[1][1] == 2
+    with pytest.raises(DataError, match=r"list.txt, line 2: label 2 is outside the class list \(2 classes, 0 to 1\)"):
+        VideoListDataset(tmp_path / "list.txt", SSV2, classes=["a", "b"])
+
+
+def test_kinetics_csv_blank_lines_are_skipped_and_bad_rows_named(tmp_path, caplog):
+    header, *rows = (K400 / "k400_val_sample.csv").read_text().splitlines()
+    (tmp_path / "blank.csv").write_text("\n".join([header, rows[0], "", rows[1], ",,,,,", ""]) + "\n")
+    with caplog.at_level(logging.INFO):
+        ds = KineticsDataset(tmp_path / "blank.csv", K400)
+    assert [r.label for r in ds.index] == [0, 0] and "3 blank lines skipped" in caplog.text
+    (tmp_path / "short.csv").write_text("\n".join([header, rows[0], '"using segway",R6llTwEh07w,0']) + "\n")
+    with pytest.raises(DataError, match=r"short.csv, line 3: 3 fields where the header has 6"):
+        KineticsDataset(tmp_path / "short.csv", K400)
+    (tmp_path / "times.csv").write_text("\n".join([header, '"using segway",R6llTwEh07w,zero,10,val,0']) + "\n")
+    with pytest.raises(DataError, match=r"times.csv, line 2: time_start and time_end must be numbers, got 'zero'"):
+        KineticsDataset(tmp_path / "times.csv", K400)
+
+
 def test_train_pipeline_shapes_and_multi_view_testing():
     train = build_transform(True, size=112, flip=False)
     ds = SomethingSomethingV2(

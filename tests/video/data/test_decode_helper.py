@@ -14,6 +14,7 @@ import torch
 from seqctx.video.data import VideoError, decode, guarded
 from seqctx.video.data.decode import open_video
 from seqctx.video.data.guarded import open_guarded, stop_helper
+from tests.procs import processes
 
 DATA = Path(__file__).parents[2] / "data"
 A = DATA / "kinetics" / "SOX5yA1l24A_000299_000309.mp4"
@@ -37,16 +38,7 @@ def fresh_helper():
 
 
 def zombies_of(pid):
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] == "Z":
-            out.append(int(stat.parent.name))
-    return out
+    return [p.pid for p in processes() if p.ppid == pid and p.state == "Z"]
 
 
 def test_interleaved_sources_and_a_restart_each_get_their_own_frames():

@@ -22,6 +22,7 @@ from seqctx.video.engine import Trainer, workdir_lock
 from seqctx.video.engine import train as train_module
 from seqctx.video.engine.checkpoint import load_checkpoint, retained_checkpoints, save_checkpoint
 from seqctx.video.engine.workdir_lock import WorkDirLock
+from tests.procs import processes
 
 from .runs import tiny_config, tiny_overrides
 
@@ -151,15 +152,7 @@ def test_a_signal_to_the_whole_process_group_stops_the_run_with_loader_workers_a
 
 
 def child_pids(pid):
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
+    return [p.pid for p in processes() if p.ppid == pid]
 
 
 def worker_rank(pid):

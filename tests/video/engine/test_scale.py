@@ -137,6 +137,35 @@ def test_what_users_type_is_answered_not_a_traceback(synth, tsm_run, tmp_path, c
     assert "key 'epochs' on line 4 is given twice (first on line 2)" in capsys.readouterr().err
 
 
+def test_outputs_and_files_that_cannot_be_used_are_one_message_before_any_work(synth, tsm_run, tmp_path, capsys):
+    ckpt = str(tsm_run / "latest.pt")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("my notes\n")
+    (tmp_path / "folder").mkdir()
+    cases = [
+        (
+            ["test", "--checkpoint", ckpt, "--out", str(tmp_path / "folder")],
+            "--out {d}/folder is a folder; name a file",
+        ),
+        (["test", "--checkpoint", ckpt, "--out", str(a_file / "p.csv")], "{d}/notes.txt is a file, not a folder"),
+        (["export", "--checkpoint", ckpt, "--out", str(tmp_path / "folder")], "--out {d}/folder is a folder"),
+        (["analyze", "--checkpoint", ckpt, "--out", str(a_file)], "--out {d}/notes.txt is a file; name a folder"),
+        (["train", str(tsm_run / "config.yaml"), "--work-dir", str(a_file)], "work_dir {d}/notes.txt is a file"),
+        (["predict", "--onnx", str(a_file), ckpt], "{d}/notes.txt is not a readable ONNX file (9 bytes"),
+        (["predict", "--checkpoint", str(a_file), ckpt], "{d}/notes.txt is not a seqctx checkpoint"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("seqctx: error: ") and message.format(d=tmp_path) in err and "Traceback" not in err
+        assert err.count("\n") == 1, err  # one line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "notes.txt"] and a_file.read_text() == "my notes\n"
+    first, second = sorted((synth / "videos").glob("*.mp4"))[:2]
+    assert main(["predict", str(first), "--checkpoint", ckpt, str(second)]) == 0  # videos before and after options
+    out = capsys.readouterr().out
+    assert str(first) in out and str(second) in out
+
+
 def test_data_synth_never_writes_over_a_users_files(tmp_path, capsys):
     (tmp_path / "train.txt").write_text("my/own.mp4 0\n")
     small = ["--classes", "2", "--videos-per-class", "2", "--frames", "8", "--size", "32"]
@@ -154,13 +183,14 @@ def test_a_run_that_failed_before_training_is_not_a_run_and_an_epoch_is_kept_bef
     cfg = tiny_config(synth, run, "train.epochs=1")
 
     class ValidationFails(Trainer):
-        def validate(self):
+        def validate(self, stop=None):
             raise RuntimeError("killed during validation")
 
     with ValidationFails(cfg, progress=False) as trainer:  # no --overwrite needed
         with pytest.raises(RuntimeError, match="killed during validation"):
             trainer.fit()
-    assert torch.load(run / "latest.pt", weights_only=True)["epoch"] == 1  # the trained epoch survived
+    saved = torch.load(run / "latest.pt", weights_only=True)
+    assert saved["epoch"] == 1 and saved["validated"] is False  # the trained epoch survived, its validation owed
 
 
 def test_analysis_videos_are_drawn_across_classes(synth, tsm_run, tmp_path, capsys):

@@ -140,7 +140,7 @@ def test_the_last_partial_batch_is_dropped(synth, tmp_path):
     assert trainer.iters_per_epoch == 1
     trainer.fit()
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["epoch"] == 1
-    with pytest.raises(DataError, match="fewer than one batch"):
+    with pytest.raises(DataError, match=r"fewer than one global batch \(data.batch_size=13 x 1 processes\)"):
         Trainer(tiny_config(synth, tmp_path / "big", "data.batch_size=13"), progress=False)
 
 
