@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test
 
 $(STAMP): pyproject.toml
+	bash scripts/install_ffmpeg_libs.sh
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --upgrade pip
 	$(VENV)/bin/python -m pip install torch==2.14.1 torchvision==0.29.1

@@ -68,7 +68,7 @@ def decord_alone(path: Path, sampler, short_side: int | None) -> Callable[[int],
     import decord
     import numpy as np
 
-    from seqctx.video.data.decode import scaled_size
+    from seqctx.video.data.backends import scaled_size
 
     options = {}
     if short_side:
@@ -84,26 +84,55 @@ def decord_alone(path: Path, sampler, short_side: int | None) -> Callable[[int],
     return run
 
 
-def pipeline(annotation: Path, folder: Path, sampler, short_side: int | None) -> Callable[[int], object]:
+def pipeline(
+    annotation: Path, folder: Path, sampler, short_side: int | None, backend: str = "auto"
+) -> Callable[[int], object]:
     """The training item as ``seqctx train`` loads it (epoch ``i``: a new random draw)."""
     from seqctx.video.data import VideoListDataset, build_transform
 
     ds = VideoListDataset(
         annotation, folder, sampler=sampler, transform=build_transform(True, size=224), on_error="raise",
-        short_side=short_side, decode_timeout=120.0,
+        short_side=short_side, decode_timeout=120.0, backend=backend,
     )  # fmt: skip
     return lambda i: (ds.set_epoch(i), ds[0])
+
+
+def make_sources(root: Path) -> None:
+    """The three sources and their list files, once."""
+    for name, (width, height) in SIZES.items():
+        if not (root / f"{name}.mp4").is_file():
+            make_source(root / f"{name}.mp4", width, height)
+            (root / f"{name}.txt").write_text(f"{name}.mp4 0\n")
+
+
+def backends(root: Path, items: int) -> list[dict[str, object]]:
+    """The training item at ``data.decode_short_side=256`` read by each installed backend (the
+    order ``data.backend: auto`` follows is defended by this table)."""
+    from seqctx.video.data import build_sampler, installed_backends
+
+    make_sources(root)
+    rows = []
+    for name in SIZES:
+        for sampling, (kind, length, interval) in SAMPLERS.items():
+            sampler = build_sampler(kind, train=True, num_segments=length, frame_interval=interval)
+            rates = {
+                b: items_per_second(pipeline(root / f"{name}.txt", root, sampler, 256, b), items)
+                for b in installed_backends()
+            }
+            ratios = {f"{b}/decord": v / rates["decord"] for b, v in rates.items() if b != "decord"}
+            rows.append({"source": name, "sampling": sampling, **{f"{b} it/s": v for b, v in rates.items()}, **ratios})
+            print(f"backends {name} {sampling}", flush=True)
+    return rows
 
 
 def throughput(root: Path, items: int) -> list[dict[str, object]]:
     from seqctx.video.data import VideoListDataset, build_sampler
     from seqctx.video.data.prepare import prepare_dataset
 
+    make_sources(root)
     rows = []
-    for name, (width, height) in SIZES.items():
+    for name in SIZES:
         source = root / f"{name}.mp4"
-        make_source(source, width, height)
-        (root / f"{name}.txt").write_text(f"{source.name} 0\n")
         prepared = root / f"prepared_{name}"
         prepare_dataset(VideoListDataset(root / f"{name}.txt", root), root / f"{name}.txt", prepared, 256,
                         keyint=16, progress=False)  # fmt: skip
@@ -157,6 +186,7 @@ def rss_growth_child(setting: str, path: str) -> None:
 
 
 def memory(root: Path) -> list[dict[str, object]]:
+    make_sources(root)
     source = root / "1920x1080.mp4"
     rows = []
     for setting in ("before", "now, full size", "now, short side 256"):
@@ -172,18 +202,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=6, help="items timed per setting")
     p.add_argument("--out", default="bench_results/loader.json")
+    p.add_argument("--tables", nargs="+", choices=["throughput", "backends", "memory"],
+                   default=["throughput", "backends", "memory"])  # fmt: skip
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         rss_growth_child(*args.child)
         return
     torch.set_num_threads(1)
+    tables = {"throughput": throughput, "backends": backends, "memory": lambda root, _: memory(root)}
+    results: dict[str, object] = {"items": args.items}
     with tempfile.TemporaryDirectory() as tmp:
-        rows = throughput(Path(tmp), args.items)
-        mem = memory(Path(tmp))
-    print_table(rows, list(rows[0]))
-    print_table(mem, list(mem[0]))
-    write_json(args.out, {"items": args.items, "throughput": rows, "memory": mem})
+        for name in args.tables:
+            rows = tables[name](Path(tmp), args.items)
+            results[name] = rows
+            print_table(rows, list(rows[0]))
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":

@@ -209,13 +209,17 @@ def _models(args: argparse.Namespace) -> int:
 
 def _data_check(args: argparse.Namespace) -> int:
     from seqctx.video.data import build_dataset
-    from seqctx.video.data.check import check_dataset, format_report
+    from seqctx.video.data.check import check_dataset, format_report, frame_naming
 
     dataset = build_dataset(args.annotation, args.root, args.labels, args.format,
-                            **({"backend": args.backend} if args.backend else {}), short_side=args.short_side,
+                            backend=args.backend, frame_template=args.frame_template,
+                            first_frame=args.first_frame, short_side=args.short_side,
                             decode_timeout=args.timeout)  # fmt: skip
     statuses = check_dataset(dataset, args.min_frames, args.workers, exact=args.exact)
     print(format_report(statuses))
+    naming = frame_naming(dataset)
+    if naming:
+        print(naming)
     return int(any(s.status != "ok" for s in statuses))
 
 
@@ -272,9 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["kinetics", "ssv2", "ssv1", "list"], help="default: detected")
     p.add_argument(
         "--backend",
-        choices=["decord", "pyav", "torchcodec", "frames"],
-        help="default: frames for frame folders (ssv1, counted list files), decord for videos",
+        choices=["auto", "decord", "pyav", "torchcodec", "frames"],
+        default="auto",
+        help="auto (default): frames for folders, else the first installed of decord, pyav, torchcodec",
     )
+    p.add_argument("--frame-template", help="frame folders' file names, e.g. img_{:05d}.jpg (default: found)")
+    p.add_argument("--first-frame", type=int, help="the number of a folder's first frame (default: its lowest)")
     p.add_argument("--min-frames", type=int, default=8, help="fewer frames than this is 'too short'")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--short-side", type=int, help="decode at this shorter side, as data.decode_short_side")

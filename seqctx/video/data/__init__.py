@@ -19,7 +19,7 @@ from .datasets import (
     detect_format,
     left_right_pairs,
 )
-from .decode import BACKENDS, Backend, VideoError, open_video, read_frames
+from .decode import BACKENDS, Backend, VideoError, check_backend, installed_backends, open_video, read_frames
 from .index import StringTable, VideoIndex, VideoRecord
 from .sampling import Clips, build_sampler, sample_dense, sample_segments
 from .synthetic import SynthConfig, generate_synthetic
@@ -45,6 +45,8 @@ __all__ = [
     "build_dataset",
     "build_sampler",
     "build_transform",
+    "check_backend",
+    "installed_backends",
     "fold_views",
     "normalize_clips",
     "collate_clips",

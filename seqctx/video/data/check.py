@@ -18,7 +18,7 @@ from seqctx.stopping import make_loader
 from .datasets import LOAD_ERRORS, VideoDataset
 from .decode import VideoError, read_sequential
 
-STATUSES = ("ok", "missing", "unreadable", "too_short", "inexact")
+STATUSES = ("ok", "missing", "unreadable", "too_short", "miscounted", "inexact")
 EXACT_TOLERANCE = 1.0  # mean absolute difference (of 255) within one decoder's rounding; a wrong frame is far above
 
 
@@ -59,12 +59,18 @@ class _Probe(Dataset):
             if self.exact:
                 positions = exact_positions(source.num_frames)
                 random = source.read(positions).float()
-                truth = read_sequential(path, positions, self.dataset.backend, self.dataset.short_side).float()
+                truth = read_sequential(
+                    path, positions, self.dataset.backend, self.dataset.short_side,
+                    frame_template=self.dataset.frame_template, first_frame=self.dataset.first_frame,
+                ).float()  # fmt: skip
         except LOAD_ERRORS as e:
             return VideoStatus(record.id, str(path), "unreadable", reason=str(e))
         status = VideoStatus(record.id, str(path), "ok", source.num_frames, access=source.access)
         if source.num_frames < self.min_frames:
             status.status, status.reason = "too_short", f"{source.num_frames} frames < {self.min_frames}"
+        elif record.num_frames is not None and record.num_frames != source.num_frames:
+            status.status = "miscounted"
+            status.reason = f"the annotation says {record.num_frames} frames, the folder holds {source.num_frames}"
         elif self.exact:
             if random.shape != truth.shape:
                 wrong, worst = positions, float("inf")
@@ -88,6 +94,27 @@ def check_dataset(
 
     loader = make_loader(_Probe(dataset, min_frames, exact), batch_size=None, num_workers=workers)
     return list(tqdm(loader, total=len(dataset), desc="checking videos", disable=not progress))
+
+
+def frame_naming(dataset: VideoDataset) -> str:
+    """How the data set's first frame folder names its frames, as given or as found (one line;
+    "" for videos)."""
+    from .backends.frames import FrameFolderSource
+
+    for i in range(min(len(dataset), 10)):
+        try:
+            path = dataset.path(i)
+        except LOAD_ERRORS:
+            continue
+        if not path.is_dir():
+            return ""
+        try:
+            folder = FrameFolderSource(path, template=dataset.frame_template, start=dataset.first_frame)
+        except LOAD_ERRORS:
+            continue
+        how = "given" if dataset.frame_template else "found in " + str(path)
+        return f"frame folders: {folder.template} from {folder.start} ({how}; data.frame_template, data.first_frame)"
+    return ""
 
 
 def format_report(statuses: list[VideoStatus]) -> str:

@@ -67,7 +67,11 @@ class VideoDataset(Dataset):
             and logs it and returns ``(None, label, meta)`` with the reason in ``meta["error"]``,
             which :func:`collate_clips` leaves out of the batch and lists in
             ``meta["failed"]``; ``"raise"`` raises :class:`VideoError` naming the file.
-        backend: ``decord``, ``pyav``, ``torchcodec`` or ``frames``.
+        backend: ``auto`` (folders: ``frames``; videos: the first installed of
+            :data:`~.backends.AUTO_ORDER` that opens each), ``decord``, ``pyav``, ``torchcodec``
+            or ``frames``.
+        frame_template, first_frame: how frame folders name their files (``img_{:05d}.jpg``,
+            1); found from each folder's files when None.
         classes: class names by index.
         decode_threads: decoding threads per video reader (decord, PyAV), in each DataLoader worker.
         short_side: decode frames with this shorter side (:func:`~.decode.open_video`); None: as stored.
@@ -88,8 +92,10 @@ class VideoDataset(Dataset):
         sampler: Sampler | None = None,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         on_error: str = "replace",
-        backend: str = "decord",
+        backend: str = "auto",
         classes: Sequence[str] = (),
+        frame_template: str | None = None,
+        first_frame: int | None = None,
         seed: int = 0,
         decode_threads: int = 1,
         short_side: int | None = None,
@@ -104,6 +110,7 @@ class VideoDataset(Dataset):
         self.transform = transform
         self.on_error = on_error
         self.backend = backend
+        self.frame_template, self.first_frame = frame_template, first_frame
         self.decode_threads = decode_threads
         self.short_side, self.decode_timeout = short_side, decode_timeout
         self.classes = list(classes)
@@ -181,7 +188,10 @@ class VideoDataset(Dataset):
 
     def open(self, path: str | Path) -> VideoSource:
         """Video ``path`` opened with this data set's backend, threads, decode size and time limit."""
-        return open_guarded(path, self.backend, self.decode_threads, self.short_side, self.decode_timeout)
+        return open_guarded(
+            path, self.decode_timeout, backend=self.backend, num_threads=self.decode_threads,
+            short_side=self.short_side, frame_template=self.frame_template, first_frame=self.first_frame,
+        )  # fmt: skip
 
     def load(self, index: int, copy: int = 0) -> tuple[torch.Tensor, int, dict[str, object]]:
         """Item ``index`` with no error policy: raises :class:`VideoError`. Every frame of its
@@ -421,7 +431,7 @@ class SomethingSomethingV1(VideoDataset):
             ids.append(vid)
             labels.append(lookup(name, f"{csv_file}, line {n}") if name else -1)
             lines.append(n)
-        if kwargs.setdefault("backend", "frames") != "frames":
+        if kwargs.setdefault("backend", "frames") not in ("frames", "auto"):
             raise DataError(f"{csv_file}: Something-Something v1 is JPEG frame folders: the backend is 'frames', "
                             f"not {kwargs['backend']!r}")  # fmt: skip
         super().__init__(VideoIndex(ids, labels, source=csv_file, lines=lines), root, classes=classes, **kwargs)
@@ -455,8 +465,8 @@ class VideoListDataset(VideoDataset):
             frames.append(int(parts[1]) if len(parts) == 3 else -1)
             lines.append(n)
         folders = bool(frames) and frames[-1] >= 0
-        backend = kwargs.setdefault("backend", "frames" if folders else "decord")
-        if folders != (backend == "frames"):
+        backend = kwargs.setdefault("backend", "auto")
+        if backend != "auto" and folders != (backend == "frames"):
             kind = "frame folders ('path num_frames label')" if folders else "videos ('path label')"
             raise DataError(
                 f"{list_file} lists {kind}, but the backend is {backend!r}: use "

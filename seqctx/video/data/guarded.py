@@ -38,15 +38,16 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.util import Finalize
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from seqctx.stopping import ignore_stop_signals, on_end, stop_signals_held
 
-from .decode import VideoError, VideoSource, open_video
+from .decode import VideoError, VideoSource, check_backend, open_video
 
 _PR_SET_PDEATHSIG = 1
-Options = tuple[str, str, int, int | None]  # (absolute path, backend, threads, short side): what opens a video
+Options = tuple[str, dict[str, Any]]  # (absolute path, open_video's keyword arguments)
 
 
 def _serve(conn: Connection) -> None:
@@ -62,7 +63,7 @@ def _serve(conn: Connection) -> None:
         try:
             if cached is None or cached[0] != options:
                 cached = None  # a failed open leaves nothing behind
-                cached = (options, open_video(*options))
+                cached = (options, open_video(options[0], **options[1]))
             source = cached[1]
             if unique is None:
                 conn.send((rid, "ok", (source.num_frames, source.access)))
@@ -200,31 +201,24 @@ class GuardedSource(VideoSource):
     """A video opened and decoded in this process's :class:`DecodeHelper`, each call within
     ``timeout`` seconds; every call names the video (no state in the helper)."""
 
-    def __init__(
-        self, path: str | Path, backend: str, num_threads: int, short_side: int | None, timeout: float
-    ) -> None:
+    def __init__(self, path: str | Path, options: Options, timeout: float) -> None:
         self.path, self.timeout = path, timeout
-        self.options: Options = (os.path.abspath(path), backend, num_threads, short_side)  # the helper's cwd is its own
+        self.options = options
         self.num_frames, self.access = _HELPER.call(self.options, None, timeout)  # type: ignore[misc]
 
     def decode(self, unique: list[int]) -> torch.Tensor:
         return _HELPER.call(self.options, list(unique), self.timeout)  # type: ignore[return-value]
 
 
-def open_guarded(
-    path: str | Path,
-    backend: str = "decord",
-    num_threads: int = 1,
-    short_side: int | None = None,
-    timeout: float | None = None,
-) -> VideoSource:
-    """:func:`~.decode.open_video`, with opening and each decode bounded by ``timeout`` seconds
-    when given (in the helper process); in this process without one."""
+def open_guarded(path: str | Path, timeout: float | None = None, **options: Any) -> VideoSource:
+    """:func:`~.decode.open_video` ``(path, **options)``, with opening and each decode bounded by
+    ``timeout`` seconds when given (in the helper process); in this process without one."""
     if timeout is None:
-        return open_video(path, backend, num_threads, short_side)
+        return open_video(path, **options)
     if timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout}")
-    return GuardedSource(path, backend, num_threads, short_side, timeout)
+    check_backend(options.get("backend", "auto"))  # here, where its message reaches the user, not in the helper
+    return GuardedSource(path, (os.path.abspath(path), options), timeout)  # the helper's working folder is its own
 
 
 __all__: Sequence[str] = ("DecodeHelper", "GuardedSource", "open_guarded", "stop_helper")

@@ -18,25 +18,43 @@ as they are (``data.root=OUT``); for a list file, and for frame folders, an anno
 ``out`` is written (:func:`write_annotation`).
 
 Resumable and safe: each output is written under a temporary name and renamed when complete,
-so a rerun skips the outputs that are whole (their frame count equals the source's) and
-replaces partial ones; the sources are only read.
+and recorded with its frame count in ``OUT/prepare_done.tsv``; a rerun skips the outputs that are
+whole (recorded, and holding that many frames) and replaces others. The settings (short side,
+keyframe interval, CRF, format) are stored in ``OUT/prepare_settings.json``: a rerun into ``OUT``
+with other settings is refused, naming them (the copies would mix). One prepare at a time writes
+into ``OUT`` (a lock). The sources are only read.
+
+Real data sets: the copy holds every frame that decodes. A source whose container announces
+more frames than decode (HMDB51's AVIs over-report by one; a clip cut with ``ffmpeg -ss -c copy``
+counts the packets before its edit list) is converted and noted, not failed. A source smaller
+than the short side is copied at its own size (never upscaled) and noted. Two sources that map to
+one output are refused before any work. One class list for every split: ``OUT/classes.txt`` is
+written by the first split and reused (and checked) by the next.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import TextIO
 
 from seqctx.errors import DataError
 
+from .backends.frames import FrameFolderSource
+from .backends.pyav import PyAVSource
 from .datasets import LOAD_ERRORS, VideoDataset
-from .decode import FrameFolderSource, PyAVSource, VideoError, open_video
+from .decode import VideoError
 
 FAILURES_FILE = "prepare_failures.txt"
+SETTINGS_FILE = "prepare_settings.json"
+DONE_FILE = "prepare_done.tsv"  # output path relative to OUT <TAB> frames
 JPEG_QUALITY = 90
 
 
@@ -46,6 +64,7 @@ class Task:
     source: str  # "" when the video was not found
     output: str
     reason: str = ""
+    done_frames: int = -1  # the frames a finished output holds, as recorded by an earlier run
 
 
 @dataclass
@@ -56,6 +75,7 @@ class Outcome:
     bytes_before: int = 0
     bytes_after: int = 0
     num_frames: int = 0
+    note: str = ""  # what differs from the source, for a converted video
 
 
 @dataclass
@@ -63,14 +83,18 @@ class PrepareReport:
     converted: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (id, note)
     bytes_before: int = 0
     bytes_after: int = 0
     annotation: str = ""  # the annotation written for OUT, when one was needed
+    unlabelled: int = 0  # prepared videos left out of that annotation (no label: a test split)
 
     def add(self, outcome: Outcome) -> None:
         if outcome.status == "failed":
             self.failed.append((outcome.id, outcome.reason))
             return
+        if outcome.note:
+            self.notes.append((outcome.id, outcome.note))
         self.converted += outcome.status == "converted"
         self.skipped += outcome.status == "skipped"
         self.bytes_before += outcome.bytes_before
@@ -82,11 +106,14 @@ class PrepareReport:
             f"{self.converted} converted, {self.skipped} skipped (already done), {len(self.failed)} failed; "
             f"{self.bytes_before / gib:.2f} GiB of sources -> {self.bytes_after / gib:.2f} GiB"
         ]
-        lines += [f"  failed {vid}: {reason}" for vid, reason in self.failed[:20]]
-        if len(self.failed) > 20:
-            lines.append(f"  ... {len(self.failed) - 20} more")
+        for kind, entries in (("failed", self.failed), ("note", self.notes)):
+            lines += [f"  {kind} {vid}: {reason}" for vid, reason in entries[:20]]
+            if len(entries) > 20:
+                lines.append(f"  ... {len(entries) - 20} more {kind}")
         if self.annotation:
             lines.append(f"annotation for the prepared videos: {self.annotation}")
+        if self.unlabelled:
+            lines.append(f"{self.unlabelled} prepared videos have no label and are not in it (train reads labels)")
         return "\n".join(lines)
 
 
@@ -94,16 +121,26 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.iterdir()) if path.is_dir() else path.stat().st_size
 
 
-def _source_frames(path: str, backend: str, short_side: int) -> tuple[Iterator, int, Fraction]:
-    """``(frames, count, rate)``: every frame in order, displayed and scaled (uint8 ``(H, W, 3)``)."""
-    if backend == "frames":
-        folder = FrameFolderSource(path, short_side=short_side)
+def _source_frames(path: str, backend: str, short_side: int) -> tuple[Iterator, int, Fraction, str]:
+    """``(frames, count, rate, note)``: every frame in order, displayed and scaled to
+    ``short_side`` (uint8 ``(H, W, 3)``), or at its own size (noted) when smaller; ``count`` is
+    what the source announces."""
+    if backend == "frames" or Path(path).is_dir():
+        folder: FrameFolderSource | PyAVSource = FrameFolderSource(path)
+        height, width = folder.decode([0]).shape[1:3]
+    else:
+        folder = PyAVSource(path)
+        height, width = folder.stream.codec_context.height, folder.stream.codec_context.width
+    note = ""
+    if min(height, width) > short_side:
+        folder.short_side = short_side
+    else:
+        note = f"kept at its size {width}x{height}: not larger than --short-side {short_side}"
+    if isinstance(folder, FrameFolderSource):
         frames = (folder.decode([i])[0].numpy() for i in range(folder.num_frames))
-        return frames, folder.num_frames, Fraction(12)  # SSv1 frames are 12 per second
-    source = open_video(path, "pyav", short_side=short_side)
-    assert isinstance(source, PyAVSource)
-    rate = source.stream.average_rate or source.stream.guessed_rate or Fraction(30)
-    return source.frames(), source.num_frames, Fraction(rate)
+        return frames, folder.num_frames, Fraction(12), note  # SSv1 frames are 12 per second
+    rate = folder.stream.average_rate or folder.stream.guessed_rate or Fraction(30)
+    return folder.frames(), folder.num_frames, Fraction(rate), note
 
 
 def _count(output: Path, frames: bool) -> int:
@@ -157,23 +194,30 @@ def convert(task: Task, backend: str, short_side: int, keyint: int, crf: int, fr
         return Outcome(task.id, "failed", task.reason)
     output = Path(task.output)
     try:
-        source_frames, count, rate = _source_frames(task.source, backend, short_side)
+        source_frames, count, rate, note = _source_frames(task.source, backend, short_side)
         before = _size(Path(task.source))
-        if output.exists() and _count(output, frames) == count:
-            return Outcome(task.id, "skipped", bytes_before=before, bytes_after=_size(output), num_frames=count)
+        if output.exists():
+            whole = task.done_frames if task.done_frames >= 0 else count
+            if _count(output, frames) == whole:
+                return Outcome(task.id, "skipped", bytes_before=before, bytes_after=_size(output), num_frames=whole)
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = output.with_name(f".{output.name}.partial{'' if frames else '.mp4'}")
         if tmp.is_dir():  # a partial output of an interrupted run
             shutil.rmtree(tmp)
         tmp.unlink(missing_ok=True)
         written = _write_jpegs(source_frames, tmp) if frames else _write_mp4(source_frames, rate, tmp, keyint, crf)
-        if written != count or _count(tmp, frames) != count:
-            raise VideoError(f"{task.source}: {written} frames decoded and {_count(tmp, frames)} written, of {count}")
+        if written == 0 or _count(tmp, frames) != written:
+            raise VideoError(f"{task.source}: {written} frames decoded and {_count(tmp, frames)} written")
+        if written != count:  # the container's count is not what decodes: the copy holds what does
+            note = "; ".join(filter(None, [f"{written} frames decode, the container announces {count}", note]))
         if output.is_dir():
             shutil.rmtree(output)
         os.replace(tmp, output)
-        return Outcome(task.id, "converted", bytes_before=before, bytes_after=_size(output), num_frames=count)
+        return Outcome(task.id, "converted", bytes_before=before, bytes_after=_size(output), num_frames=written,
+                       note=note)  # fmt: skip
     except (*LOAD_ERRORS, MemoryError) as e:
+        for partial in (output.with_name(f".{output.name}.partial.mp4"), output.with_name(f".{output.name}.partial")):
+            shutil.rmtree(partial) if partial.is_dir() else partial.unlink(missing_ok=True)
         return Outcome(task.id, "failed", str(e))
 
 
@@ -189,7 +233,9 @@ def plan(dataset: VideoDataset, out: str | Path, frames: bool) -> list[Task]:
         raise DataError(f"--out {out} is the data root: prepare writes a copy and never touches the sources")
     root, out = Path(os.path.abspath(dataset.root)), Path(out).resolve()
     dataset.find_layout()
-    tasks = []
+    done = _read_done(out)
+    tasks: list[Task] = []
+    owner: dict[str, Task] = {}
     for i in range(len(dataset)):
         vid = dataset.index.ids[i]
         try:
@@ -199,32 +245,104 @@ def plan(dataset: VideoDataset, out: str | Path, frames: bool) -> list[Task]:
             continue
         relative = source.relative_to(root) if source.is_relative_to(root) else Path(source.name)
         output = out / (relative.with_suffix("") if frames else relative.with_suffix(".mp4"))
-        tasks.append(Task(vid, str(source), str(output)))
+        task = Task(vid, str(source), str(output), done_frames=done.get(output.relative_to(out).as_posix(), -1))
+        if str(output) in owner:
+            first = owner[str(output)]
+            raise DataError(
+                f"videos {first.id!r} ({first.source}) and {vid!r} ({source}) would both be prepared as {output}; "
+                "rename one of them (prepare keeps the annotation's paths and changes the suffix only)"
+            )
+        owner[str(output)] = task
+        tasks.append(task)
     return tasks
 
 
-def write_annotation(dataset: VideoDataset, annotation: str | Path, tasks: list[Task], outcomes: dict[str, Outcome],
-                     out: Path, frames: bool) -> str:  # fmt: skip
-    """The annotation for ``out`` where names change: a list file (``path label``, or ``path
-    num_frames label`` for frame folders) named after ``annotation``; "" when the original
-    annotation finds the outputs as it is (Kinetics and SSv2 videos)."""
-    from .datasets import VideoListDataset
+def _read_done(out: Path) -> dict[str, int]:
+    """The finished outputs an earlier run recorded: relative path -> frames."""
+    done: dict[str, int] = {}
+    if (out / DONE_FILE).is_file():
+        for line in (out / DONE_FILE).read_text(encoding="utf-8").splitlines():
+            relative, _, frames = line.rpartition("\t")
+            if relative and frames.isdigit():
+                done[relative] = int(frames)
+    return done
 
-    if not frames and not isinstance(dataset, VideoListDataset):
-        return ""
-    lines = []
+
+def _check_settings(out: Path, settings: dict[str, object]) -> None:
+    """Store ``settings`` in ``OUT``, or refuse ones other than those its copies were made with."""
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        made = json.loads(path.read_text(encoding="utf-8"))
+        if made != settings:
+            given = ", ".join(f"{k}={v}" for k, v in settings.items())
+            before = ", ".join(f"{k}={v}" for k, v in made.items())
+            raise DataError(
+                f"--out {out} holds copies made with {before} ({path}), not {given}: prepare into another folder, "
+                "or pass the same settings (a folder of copies made two ways would train on both)"
+            )
+    else:
+        path.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+
+
+def _lock(out: Path) -> int:
+    """An exclusive lock on ``OUT`` for this process (released when it ends, however it ends)."""
+    fd = os.open(out / ".prepare.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataError(f"another `seqctx data prepare` is writing into {out}; wait for it to end") from None
+    return fd
+
+
+def _class_list(out: Path, classes: list[str]) -> list[int]:
+    """This split's label index -> the index in ``OUT/classes.txt``, written by the first split
+    prepared into ``OUT`` and reused by the next ones (one numbering for every split)."""
+    path = out / "classes.txt"
+    if not path.is_file():
+        path.write_text("".join(name + "\n" for name in classes), encoding="utf-8")
+        return list(range(len(classes)))
+    known = [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+    index = {name: i for i, name in enumerate(known)}
+    missing = [name for name in classes if name not in index]
+    if missing:
+        raise DataError(
+            f"{path} (written by an earlier split) lacks {len(missing)} classes of this annotation "
+            f"({', '.join(map(repr, missing[:3]))}{', ...' if len(missing) > 3 else ''}); pass the full class list "
+            "with --labels, or prepare into another folder"
+        )
+    return [index[name] for name in classes]
+
+
+def write_annotation(dataset: VideoDataset, annotation: str | Path, tasks: list[Task], outcomes: dict[str, Outcome],
+                     out: Path, frames: bool) -> tuple[str, int]:  # fmt: skip
+    """The annotation for ``out`` where names change: a list file (``path label``, or ``path
+    num_frames label`` for frame folders) named after ``annotation`` (``_prepared`` added where that
+    would be the annotation itself), labels numbered by ``OUT/classes.txt`` (:func:`_class_list`),
+    and how many prepared videos it leaves out for want of a label (a test split: ``train``
+    reads labels); ``("", 0)`` when the original annotation finds the outputs as it is (Kinetics
+    and SSv2 videos)."""
+    from .datasets import SomethingSomethingV1, VideoListDataset
+
+    if not frames and not isinstance(dataset, VideoListDataset | SomethingSomethingV1):
+        return "", 0
+    number = _class_list(out, dataset.classes) if dataset.classes else None
+    lines, unlabelled = [], 0
     for i, task in enumerate(tasks):
-        done = outcomes.get(task.id)
+        done, label = outcomes.get(task.id), int(dataset.index.labels[i])
         if done is None or done.status == "failed":
             continue
+        if label < 0:
+            unlabelled += 1
+            continue
         relative = Path(task.output).relative_to(out).as_posix()
-        label = int(dataset.index.labels[i])
+        label = number[label] if number is not None else label
         lines.append(f"{relative} {done.num_frames} {label}" if frames else f"{relative} {label}")
     path = out / (Path(annotation).stem + ("_frames.txt" if frames else ".txt"))
+    if path.resolve() == Path(annotation).resolve():
+        path = path.with_name(f"{path.stem}_prepared.txt")
     path.write_text("".join(line + "\n" for line in lines))
-    if dataset.classes:
-        (out / "classes.txt").write_text("".join(name + "\n" for name in dataset.classes))
-    return str(path)
+    return str(path), unlabelled
 
 
 def prepare_dataset(
@@ -238,10 +356,8 @@ def prepare_dataset(
     workers: int = 0,
     progress: bool = True,
 ) -> PrepareReport:
-    """Convert every video of ``dataset`` (see the module); the failures also go to
-    ``OUT/prepare_failures.txt`` (``id<TAB>reason``)."""
-    from tqdm import tqdm
-
+    """Convert every video of ``dataset`` (see the module); each run's failures are appended to
+    ``OUT/prepare_failures.txt`` (a ``#`` line, then ``id<TAB>reason`` lines)."""
     if short_side < 2 or short_side % 2:
         raise DataError(f"--short-side must be an even number of pixels (H.264 4:2:0), got {short_side}")
     if keyint < 1:
@@ -251,25 +367,49 @@ def prepare_dataset(
     out = output_folder(out, "--out").resolve()
     tasks = plan(dataset, out, frames)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(task, dataset.backend, short_side, keyint, crf, frames) for task in tasks]
-    report, outcomes = PrepareReport(), {}
-    bar = tqdm(total=len(jobs), desc="preparing videos", disable=not progress)
-    if workers:
+    lock = _lock(out)
+    try:
+        settings = {"short_side": short_side, "keyint": keyint, "crf": crf, "format": "jpeg" if frames else "mp4"}
+        _check_settings(out, settings)
+        jobs = [(task, dataset.backend, short_side, keyint, crf, frames) for task in tasks]
+        with open(out / DONE_FILE, "a", encoding="utf-8") as done:
+            outcomes = _run(jobs, workers, progress, done, out)
+        report = PrepareReport()
+        for task in tasks:
+            report.add(outcomes[task.id])
+        report.annotation, report.unlabelled = write_annotation(dataset, annotation, tasks, outcomes, out, frames)
+        with open(out / FAILURES_FILE, "a", encoding="utf-8") as failures:  # one block per run, never replaced
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            failures.write(f"# {stamp} {annotation}: {len(report.failed)} failed of {len(tasks)}\n")
+            failures.write("".join(f"{vid}\t{reason}\n" for vid, reason in report.failed))
+        return report
+    finally:
+        os.close(lock)
+
+
+def _run(jobs: list[tuple], workers: int, progress: bool, done: TextIO, out: Path) -> dict[str, Outcome]:
+    """Every job's outcome by video id, in this process or ``workers`` processes; each converted
+    output recorded in ``done`` as it finishes (a stop keeps what was recorded)."""
+    from tqdm import tqdm
+
+    outcomes: dict[str, Outcome] = {}
+    with tqdm(total=len(jobs), desc="preparing videos", disable=not progress) as bar:
+
+        def record(task: Task, outcome: Outcome) -> None:
+            outcomes[outcome.id] = outcome
+            if outcome.status == "converted":
+                done.write(f"{Path(task.output).relative_to(out).as_posix()}\t{outcome.num_frames}\n")
+                done.flush()
+            bar.update()
+
+        if not workers:
+            for job in jobs:
+                record(job[0], convert(*job))
+            return outcomes
         from seqctx.stopping import worker_pool
 
+        task_of = {job[0].id: job[0] for job in jobs}
         with worker_pool(workers) as pool:
-            results: Iterator[Outcome] = pool.imap_unordered(_convert_star, jobs, chunksize=1)
-            for outcome in results:
-                outcomes[outcome.id] = outcome
-                report.add(outcome)
-                bar.update()
-    else:
-        for job in jobs:
-            outcome = convert(*job)
-            outcomes[outcome.id] = outcome
-            report.add(outcome)
-            bar.update()
-    bar.close()
-    report.annotation = write_annotation(dataset, annotation, tasks, outcomes, out, frames)
-    (out / FAILURES_FILE).write_text("".join(f"{vid}\t{reason}\n" for vid, reason in report.failed))
-    return report
+            for outcome in pool.imap_unordered(_convert_star, jobs, chunksize=1):
+                record(task_of[outcome.id], outcome)
+    return outcomes

@@ -16,6 +16,7 @@ from seqctx.video.data import (
     build_dataset,
     build_sampler,
     build_transform,
+    check_backend,
     collate_clips,
     left_right_pairs,
 )  # fmt: skip
@@ -125,6 +126,7 @@ def make_dataset(
     ``classes``: the run's class list (the training set's, or a checkpoint's), so that every
     split of a run maps a label name to the same index."""
     d, train = cfg.data, split == "train"
+    check_backend(d.backend)  # here, not once per video in a loader worker
     default_clips, default_crops = (d.test_clips, d.test_crops) if split == "test" else (d.val_clips, d.val_crops)
     sampler = build_sampler(
         d.sampler, train=train, num_segments=cfg.model.num_segments, frame_interval=d.frame_interval,
@@ -142,7 +144,7 @@ def make_dataset(
     dataset = build_dataset(
         annotation, d.root, d.labels, d.format, classes=classes,
         sampler=sampler, transform=transform, on_error=d.on_error if train else "drop",
-        **({"backend": d.backend} if d.backend else {}),  # null: the format's own
+        backend=d.backend, frame_template=d.frame_template, first_frame=d.first_frame,
         seed=cfg.train.seed, decode_threads=d.decode_threads, short_side=d.decode_short_side,
         decode_timeout=d.decode_timeout,
     )  # fmt: skip

@@ -47,7 +47,9 @@ class DataConfig:
     train_annotation: str = ""
     val_annotation: str | None = None
     labels: str | None = None
-    backend: Backend | None = None  # null: frames for frame folders (ssv1, counted list files), decord otherwise
+    backend: Backend = "auto"  # auto: frames for folders, else the first installed of decord, pyav, torchcodec
+    frame_template: str | None = None  # frame folders' file names, e.g. img_{:05d}.jpg; null: found per folder
+    first_frame: int | None = None  # the number of a folder's first frame (0 or 1); null: its lowest
     sampler: Literal["segments", "dense"] = "segments"
     frame_interval: int = 1
     size: int = 224
@@ -139,7 +141,7 @@ MINIMUM: dict[str, float] = {
     "data.test_crop_size": 1, "data.test_batch_clips": 1, "data.batch_size": 1,
     "data.workers": 0, "data.repeat_aug": 1, "data.color_jitter": 0,
     "data.decode_threads": 1, "data.decode_short_side": 1, "data.decode_timeout": 0.001,
-    "data.prefetch_factor": 1,
+    "data.prefetch_factor": 1, "data.first_frame": 0,
     "optim.lr": 0, "optim.weight_decay": 0, "optim.step_size": 1, "optim.warmup_epochs": 0,
     "train.epochs": 1, "train.accumulate": 1, "train.eval_every": 1, "train.checkpoint_every": 0,
     "train.keep_checkpoints": 0, "train.mixup": 0, "train.cutmix": 0, "train.ema": 0, "train.log_every": 1,
@@ -242,6 +244,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(apply_overrides(data, overrides or []))
 
 
+def _check_frame_template(template: str) -> None:
+    """``data.frame_template`` names a frame file from one integer (``img_{:05d}.jpg``)."""
+    import string
+
+    fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    try:
+        named = template.format(1)
+    except (ValueError, IndexError, KeyError) as e:
+        named = e
+    if len(fields) != 1 or isinstance(named, Exception) or named == template.format(2):
+        raise ConfigError(
+            f"config key 'data.frame_template' is {template!r}; expected a file name with one integer field, "
+            "e.g. img_{:05d}.jpg or {:06d}.png"
+        )
+
+
 def _validate(cfg: Config) -> Config:
     """Lower bounds, and the model's name and context, each named by its dotted key."""
     from seqctx.video.models import MODELS
@@ -253,12 +271,14 @@ def _validate(cfg: Config) -> Config:
             raise ConfigError(f"config key {key!r} must be >= {low:g}, got {value!r}")
     d = cfg.data
     reads_frames = d.format == "ssv1"  # list files may hold either
-    if d.backend is not None and d.format != "list" and reads_frames != (d.backend == "frames"):
+    if d.backend != "auto" and d.format != "list" and reads_frames != (d.backend == "frames"):
         want = "frames (JPEG frame folders)" if reads_frames else "a video decoder (decord, pyav, torchcodec)"
         raise ConfigError(
             f"config key 'data.backend' is {d.backend!r}, but data.format={d.format!r} reads {want}; set "
-            "data.backend to that, or null (the format's own)"
+            "data.backend to that, or auto"
         )
+    if d.frame_template is not None:
+        _check_frame_template(d.frame_template)
     check_views(d.sampler, d.test_clips, "data.test_clips")
     check_views(d.sampler, d.val_clips, "data.val_clips")
     scale, crop = d.scale_size or d.size * 256 // 224, d.test_crop_size or d.size

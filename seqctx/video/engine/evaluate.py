@@ -429,10 +429,13 @@ def prediction_clips(cfg: Config, files: Sequence[Path]) -> Iterator[tuple[Path,
         d.sampler, train=False, num_segments=cfg.model.num_segments, frame_interval=d.frame_interval
     )
     transform = build_transform(False, size=d.size, scale_size=d.scale_size)
-    backend = d.backend if d.backend not in (None, "frames") else "decord"
     for path in files:
         try:
-            source = open_guarded(path, backend, d.decode_threads, d.decode_short_side, d.decode_timeout)
+            backend = "auto" if d.backend == "frames" else d.backend  # files given are videos or folders
+            source = open_guarded(
+                path, d.decode_timeout, backend=backend, num_threads=d.decode_threads,
+                short_side=d.decode_short_side, frame_template=d.frame_template, first_frame=d.first_frame,
+            )  # fmt: skip
             (indices,) = sampler(source.num_frames)  # one clip
             yield path, transform(source.read(indices))
         except (VideoError, OSError, RuntimeError, ValueError) as e:

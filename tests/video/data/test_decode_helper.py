@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqctx.video.data import VideoError, decode, guarded
+from seqctx.video.data import VideoError, guarded
+from seqctx.video.data.backends.decord import DecordSource
 from seqctx.video.data.decode import open_video
 from seqctx.video.data.guarded import open_guarded, stop_helper
 from tests.procs import processes
@@ -27,7 +28,7 @@ def truth(path):
 
 
 def guarded_source(path, timeout=30.0):
-    return open_guarded(path, "decord", 1, 64, timeout=timeout)
+    return open_guarded(path, timeout, backend="decord", short_side=64)
 
 
 @pytest.fixture(autouse=True)
@@ -53,14 +54,14 @@ def test_interleaved_sources_and_a_restart_each_get_their_own_frames():
 
 
 def test_an_interrupted_call_leaves_nothing_for_the_next_caller(monkeypatch):
-    real = decode.DecordSource.decode
+    real = DecordSource.decode
 
     def slow(self, unique):
         if Path(self.path).name == A.name:
             ctypes.CDLL(None).usleep(500_000)  # 0.5 s in native code
         return real(self, unique)
 
-    monkeypatch.setattr(decode.DecordSource, "decode", slow)
+    monkeypatch.setattr(DecordSource, "decode", slow)
     a, b = guarded_source(A), guarded_source(B)
 
     def interrupt(signum, frame):

@@ -18,9 +18,9 @@ from seqctx.video.data import (
     build_sampler,
     build_transform,
     collate_clips,
-    decode,
     guarded,
 )
+from seqctx.video.data.backends.decord import DecordSource
 from seqctx.video.data.check import check_dataset, format_report
 
 DATA = Path(__file__).parents[2] / "data"
@@ -39,7 +39,7 @@ def videos(tmp_path):
 def hanging_decord(monkeypatch):
     """decord's decode blocks in C for 1000 s on any file named hang.mp4; the helper process is
     restarted so that it has the patch (it is forked from this process)."""
-    real = decode.DecordSource.decode
+    real = DecordSource.decode
 
     def blocking(self, unique):
         if Path(self.path).name == "hang.mp4":
@@ -47,7 +47,7 @@ def hanging_decord(monkeypatch):
         return real(self, unique)
 
     guarded.stop_helper()
-    monkeypatch.setattr(decode.DecordSource, "decode", blocking)
+    monkeypatch.setattr(DecordSource, "decode", blocking)
     yield
     guarded.stop_helper()
 
@@ -90,8 +90,8 @@ def test_data_check_reports_a_hanging_video_and_inexact_random_access(videos, ha
     assert [s.status for s in statuses] == ["ok", "unreadable", "ok"]
     assert "decode_timeout" in statuses[1].reason and statuses[0].access == "seek"
     # A backend whose seeking returns the neighbour of each frame is listed as inexact.
-    real = decode.DecordSource.decode
-    monkeypatch.setattr(decode.DecordSource, "decode", lambda self, u: real(self, [max(i - 1, 0) for i in u])
+    real = DecordSource.decode
+    monkeypatch.setattr(DecordSource, "decode", lambda self, u: real(self, [max(i - 1, 0) for i in u])
                         if self.access == "seek" else real(self, u))  # fmt: skip
     (videos / "list.txt").write_text("a.mp4 0\n")
     (status,) = check_dataset(dataset(videos, "drop", timeout=None), progress=False, exact=True)
@@ -101,8 +101,8 @@ def test_data_check_reports_a_hanging_video_and_inexact_random_access(videos, ha
 
 def test_a_multi_clip_item_is_decoded_once(videos, monkeypatch):
     calls = []
-    real = decode.DecordSource.decode
-    monkeypatch.setattr(decode.DecordSource, "decode", lambda self, u: calls.append(len(u)) or real(self, u))
+    real = DecordSource.decode
+    monkeypatch.setattr(DecordSource, "decode", lambda self, u: calls.append(len(u)) or real(self, u))
     ds = VideoListDataset(
         videos / "list.txt", videos, sampler=build_sampler("dense", train=False, num_segments=8, num_clips=10),
         transform=build_transform(False, size=64, scale_size=64, test_crops=3), on_error="raise", short_side=64,

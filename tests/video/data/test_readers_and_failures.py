@@ -26,20 +26,20 @@ def frame_folder(folder: Path, numbers: range | list[int]) -> Path:
 
 
 def test_the_backend_follows_the_format_and_impossible_pairs_are_config_errors(tmp_path):
-    assert load_config(None, ["data.format=ssv1"]).data.backend is None  # frames, the format's own
+    assert load_config(None, ["data.format=ssv1"]).data.backend == "auto"  # frames for folders
     for fmt, backend in (("kinetics", "frames"), ("ssv2", "frames"), ("ssv1", "decord")):
         with pytest.raises(ConfigError, match=f"'data.backend' is '{backend}', but data.format='{fmt}'"):
             load_config(None, [f"data.format={fmt}", f"data.backend={backend}"])
     frame_folder(tmp_path / "v1", range(1, 9))
     (tmp_path / "folders.txt").write_text("v1 8 0\n")
-    assert VideoListDataset(tmp_path / "folders.txt", tmp_path).backend == "frames"
+    assert type(VideoListDataset(tmp_path / "folders.txt", tmp_path).open(tmp_path / "v1")).name == "frames"
     with pytest.raises(DataError, match=r"lists frame folders .* but the backend is 'decord'"):
         VideoListDataset(tmp_path / "folders.txt", tmp_path, backend="decord")
 
 
 def test_a_frame_folder_with_a_gap_is_named_and_a_run_of_failures_names_the_videos(tmp_path):
     frame_folder(tmp_path / "gap", [*range(1, 10), *range(31, 52)])  # 00010-00030 absent: 30 files
-    with pytest.raises(VideoError, match=r"30 '\.jpg' frames, but 21 of 00001\.jpg\.\.00030\.jpg are missing "
+    with pytest.raises(VideoError, match=r"30 frames, but 21 of 00001\.jpg\.\.00030\.jpg are missing "
                                          r"\(00010\.jpg, 00011\.jpg, 00012\.jpg, \.\.\.\)"):  # fmt: skip
         open_video(tmp_path / "gap", "frames")
     (tmp_path / "list.txt").write_text("gap 30 0\n")
@@ -54,7 +54,9 @@ def test_decode_threads_are_bounded_and_native_logs_become_reasons(tmp_path, cap
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"junk" * 100)
     capfd.readouterr()
-    with pytest.raises(VideoError, match=r"corrupt\.mp4: decord cannot open it: \w") as info:
+    with pytest.raises(
+        VideoError, match=r"corrupt\.mp4: no installed backend opens it: decord cannot open it: \w"
+    ) as info:
         open_video(corrupt)
     _, err = capfd.readouterr()
     assert "video_reader.cc" not in err and "video_reader.cc" not in str(info.value)  # no C++ log lines

@@ -157,7 +157,7 @@ def test_predict_reports_each_video_and_the_failures(synth, tsm_cgc_run, capsys)
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["data.backend=decrod"], "config key 'data.backend' must be one of 'decord', 'pyav', 'torchcodec', 'frames'"),
+        (["data.backend=decrod"], "'data.backend' must be one of 'auto', 'decord', 'pyav', 'torchcodec', 'frames'"),
         (["data.batch_size=0"], "config key 'data.batch_size' must be >= 1, got 0"),
         (["data.test_crops=true"], "config key 'data.test_crops' must be one of 1, 3, 10; got True"),
         (["train.amp=fp32"], "config key 'train.amp' must be one of 'bf16', 'fp16'; got 'fp32'"),
