@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -230,7 +231,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
     dataset = build_dataset(args.annotation, args.root, args.labels, args.format)
     report = prepare_dataset(
         dataset, args.annotation, args.out, short_side=args.short_side, keyint=args.keyint, crf=args.crf,
-        frames=args.frames, workers=args.workers,
+        frames=args.frames, workers=args.workers, timeout=args.timeout or None,
     )  # fmt: skip
     print(report.summary())
     if report.failed:
@@ -303,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", type=int, default=18, help="x264 quality, lower is better (default 18)")
     p.add_argument("--frames", action="store_true", help="write JPEG frame folders instead of MP4s")
     p.add_argument("--workers", type=int, default=0, help="parallel conversions (default 0: in this process)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds one video may take (default 600; 0: none)")
     p.set_defaults(func=_data_prepare)
     p = data.add_parser("synth", help="write the synthetic motion data set (H.264 mp4 + SSv2-style JSON)")
     p.add_argument("out_dir")
@@ -451,9 +453,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _ended(message: str, code: int) -> int:
     """Print why the command ended, after its child processes ended (so that the message is the
-    last line, after whatever a loader worker still logged), and return its exit code."""
-    end_children()
-    print(message, file=sys.stderr)
+    last line, after whatever a loader worker still logged), and return its exit code. Further
+    stop signals are ignored meanwhile: the command is ending, and a second one must not cut
+    that short."""
+    signums = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signums}
+    try:
+        end_children()
+        print(message, file=sys.stderr)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return code
 
 

@@ -26,6 +26,7 @@ import atexit
 import logging
 import multiprocessing as mp
 import signal
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -100,19 +101,26 @@ def stop_signals_held() -> Iterator[None]:
 def ignore_stop_signals(*_: object) -> None:
     """In a child process (a DataLoader ``worker_init_fn``, a pool's initializer, a decode
     helper): ignore the signals its parent acts on (:data:`CHILD_IGNORES`), then let through any
-    held back (:func:`stop_signals_held`): the parent ends it. A background thread of the child
-    that loses its connection because the parent left (the resource sharer that hands tensors to
-    the parent, interrupted mid-transfer by a stop) ends without a traceback."""
+    held back (:func:`stop_signals_held`): the parent ends it. A child, or a background thread
+    of it, that loses its connection because the parent left (a loader worker reading its index
+    queue, the resource sharer that hands tensors to the parent, interrupted mid-transfer by a
+    stop) ends without a traceback: the parent says why the command ended."""
     signums = _child_ignores()
     for signum in signums:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
-    threading.excepthook = _quiet_when_parent_left
+    threading.excepthook = _quiet_thread_when_parent_left
+    sys.excepthook = _quiet_when_parent_left
 
 
-def _quiet_when_parent_left(args: threading.ExceptHookArgs, default: Any = threading.__excepthook__) -> None:
+def _quiet_when_parent_left(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+    if not issubclass(kind, ConnectionError | EOFError):
+        sys.__excepthook__(kind, error, trace)
+
+
+def _quiet_thread_when_parent_left(args: threading.ExceptHookArgs) -> None:
     if not issubclass(args.exc_type, ConnectionError | EOFError):
-        default(args)
+        threading.__excepthook__(args)
 
 
 class _ChainedInit:
@@ -198,15 +206,20 @@ atexit.register(end_children)  # after multiprocessing's own handler was registe
 
 @contextmanager
 def stop_on_signals(names: tuple[str, ...] = ("SIGTERM", "SIGHUP")) -> Iterator[None]:
-    """While inside (in the main thread), the signals ``names`` raise :class:`Stopped` where the
-    main thread is, as Ctrl-C raises ``KeyboardInterrupt``; the previous handlers come back
-    after."""
+    """While inside (in the main thread), the first of the signals ``names`` raises
+    :class:`Stopped` where the main thread is, as Ctrl-C raises ``KeyboardInterrupt``; later ones
+    change nothing (``timeout`` signals the command, then its whole group: a second raise would
+    interrupt the cleanup the first one started); the previous handlers come back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    raised = False
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        raise Stopped(signum)
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise Stopped(signum)
 
     previous = {sig: signal.signal(sig, handle) for sig in map(signal_number, names)}
     try:

@@ -38,8 +38,10 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -188,10 +190,51 @@ def _write_jpegs(frames: Iterator, tmp: Path) -> int:
     return written
 
 
-def convert(task: Task, backend: str, short_side: int, keyint: int, crf: int, frames: bool) -> Outcome:
-    """One video -> its output; a whole output already there is skipped. Never raises for a bad video."""
+class _TookTooLong(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`_TookTooLong` in this (main) thread once ``seconds`` have passed (SIGALRM:
+    checked between frames, as decoding and encoding return to Python at every frame)."""
+    if not seconds:
+        yield
+        return
+
+    def expired(*_: object) -> None:
+        raise _TookTooLong
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def convert(
+    task: Task, backend: str, short_side: int, keyint: int, crf: int, frames: bool, timeout: float | None = None
+) -> Outcome:
+    """One video -> its output within ``timeout`` seconds; a whole output already there is skipped.
+    Never raises for a bad video."""
     if not task.source:
         return Outcome(task.id, "failed", task.reason)
+    try:
+        with _time_limit(timeout):
+            return _convert(task, backend, short_side, keyint, crf, frames)
+    except _TookTooLong:
+        _remove_partial(Path(task.output))
+        return Outcome(task.id, "failed", f"{task.source}: took longer than {timeout:g} s (--timeout)")
+
+
+def _remove_partial(output: Path) -> None:
+    for partial in (output.with_name(f".{output.name}.partial.mp4"), output.with_name(f".{output.name}.partial")):
+        shutil.rmtree(partial) if partial.is_dir() else partial.unlink(missing_ok=True)
+
+
+def _convert(task: Task, backend: str, short_side: int, keyint: int, crf: int, frames: bool) -> Outcome:
     output = Path(task.output)
     try:
         source_frames, count, rate, note = _source_frames(task.source, backend, short_side)
@@ -216,8 +259,7 @@ def convert(task: Task, backend: str, short_side: int, keyint: int, crf: int, fr
         return Outcome(task.id, "converted", bytes_before=before, bytes_after=_size(output), num_frames=written,
                        note=note)  # fmt: skip
     except (*LOAD_ERRORS, MemoryError) as e:
-        for partial in (output.with_name(f".{output.name}.partial.mp4"), output.with_name(f".{output.name}.partial")):
-            shutil.rmtree(partial) if partial.is_dir() else partial.unlink(missing_ok=True)
+        _remove_partial(output)
         return Outcome(task.id, "failed", str(e))
 
 
@@ -355,8 +397,10 @@ def prepare_dataset(
     frames: bool = False,
     workers: int = 0,
     progress: bool = True,
+    timeout: float | None = 600.0,
 ) -> PrepareReport:
-    """Convert every video of ``dataset`` (see the module); each run's failures are appended to
+    """Convert every video of ``dataset`` (see the module), each within ``timeout`` seconds (None:
+    no limit; one that takes longer fails, named); each run's failures are appended to
     ``OUT/prepare_failures.txt`` (a ``#`` line, then ``id<TAB>reason`` lines)."""
     if short_side < 2 or short_side % 2:
         raise DataError(f"--short-side must be an even number of pixels (H.264 4:2:0), got {short_side}")
@@ -371,7 +415,7 @@ def prepare_dataset(
     try:
         settings = {"short_side": short_side, "keyint": keyint, "crf": crf, "format": "jpeg" if frames else "mp4"}
         _check_settings(out, settings)
-        jobs = [(task, dataset.backend, short_side, keyint, crf, frames) for task in tasks]
+        jobs = [(task, dataset.backend, short_side, keyint, crf, frames, timeout) for task in tasks]
         with open(out / DONE_FILE, "a", encoding="utf-8") as done:
             outcomes = _run(jobs, workers, progress, done, out)
         report = PrepareReport()

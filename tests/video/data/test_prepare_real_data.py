@@ -185,3 +185,31 @@ def test_sources_that_fail_are_named_in_words_and_leave_no_partial_file(tmp_path
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".mp4" or "partial" in p.name) == [
         "ok.mp4"
     ]
+
+
+def test_a_video_that_takes_longer_than_the_time_limit_fails_named_and_the_rest_goes_on(tmp_path, monkeypatch):
+    import time
+
+    from seqctx.video.data import prepare as prepare_module
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    numbered_clip(root / "slow.mp4", "libx264")
+    numbered_clip(root / "fast.mp4", "libx264")
+    real = prepare_module._source_frames
+
+    def slow_source(path, backend, short_side):
+        frames, count, rate, note = real(path, backend, short_side)
+        if Path(path).name == "slow.mp4":  # a decoder that crawls: 0.1 s a frame, 48 frames
+            frames = (time.sleep(0.1) or frame for frame in frames)
+        return frames, count, rate, note
+
+    monkeypatch.setattr(prepare_module, "_source_frames", slow_source)
+    (tmp_path / "list.txt").write_text("slow.mp4 0\nfast.mp4 1\n")
+    start = time.monotonic()
+    report = prepare(tmp_path / "list.txt", root, tmp_path / "out", short_side=32, timeout=1.0)
+    assert time.monotonic() - start < 4.0
+    assert report.converted == 1 and report.failed == [
+        ("slow.mp4", f"{root / 'slow.mp4'}: took longer than 1 s (--timeout)")
+    ]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if "mp4" in p.name) == ["fast.mp4"]
