@@ -356,6 +356,28 @@ def _class_list(out: Path, classes: list[str]) -> list[int]:
     return [index[name] for name in classes]
 
 
+def _writes_list(dataset: VideoDataset, frames: bool) -> bool:
+    """Whether the prepared copies need a list file of their own (their names or format change)."""
+    from .datasets import SomethingSomethingV1, VideoListDataset
+
+    return frames or isinstance(dataset, VideoListDataset | SomethingSomethingV1)
+
+
+def _check_listable(tasks: list[Task], out: Path) -> None:
+    """A list file separates its fields by whitespace: an output path with a space cannot be in one."""
+    spaced = [
+        task.id for task in tasks if task.output and any(c.isspace() for c in str(Path(task.output).relative_to(out)))
+    ]
+    if spaced:
+        shown = ", ".join(map(repr, spaced[:3])) + (f" and {len(spaced) - 3} more" if len(spaced) > 3 else "")
+        raise DataError(
+            f"{len(spaced)} videos have whitespace in their paths ({shown}), which the list file written for the "
+            "prepared copies cannot hold ('path label'); rename them (e.g. spaces to underscores) and their "
+            "annotation entries, or, for Kinetics and SSv2, prepare MP4 copies (no --frames): their own annotation "
+            "finds those"
+        )
+
+
 def write_annotation(dataset: VideoDataset, annotation: str | Path, tasks: list[Task], outcomes: dict[str, Outcome],
                      out: Path, frames: bool) -> tuple[str, int]:  # fmt: skip
     """The annotation for ``out`` where names change: a list file (``path label``, or ``path
@@ -364,9 +386,7 @@ def write_annotation(dataset: VideoDataset, annotation: str | Path, tasks: list[
     and how many prepared videos it leaves out for want of a label (a test split: ``train``
     reads labels); ``("", 0)`` when the original annotation finds the outputs as it is (Kinetics
     and SSv2 videos)."""
-    from .datasets import SomethingSomethingV1, VideoListDataset
-
-    if not frames and not isinstance(dataset, VideoListDataset | SomethingSomethingV1):
+    if not _writes_list(dataset, frames):
         return "", 0
     number = _class_list(out, dataset.classes) if dataset.classes else None
     lines, unlabelled = [], 0
@@ -410,6 +430,8 @@ def prepare_dataset(
 
     out = output_folder(out, "--out").resolve()
     tasks = plan(dataset, out, frames)
+    if _writes_list(dataset, frames):
+        _check_listable(tasks, out)
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
     try:

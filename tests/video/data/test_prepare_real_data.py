@@ -213,3 +213,19 @@ def test_a_video_that_takes_longer_than_the_time_limit_fails_named_and_the_rest_
         ("slow.mp4", f"{root / 'slow.mp4'}: took longer than 1 s (--timeout)")
     ]
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if "mp4" in p.name) == ["fast.mp4"]
+
+
+def test_paths_a_list_file_cannot_hold_are_refused_before_any_work(tmp_path):
+    from seqctx.video.data import KineticsDataset
+
+    root = tmp_path / "k400"
+    (root / "using segway").mkdir(parents=True)  # Kinetics' {label}/{id} layout
+    shutil.copy(MP4, root / "using segway" / "aaa_000000_000010.mp4")
+    csv = kinetics_split(tmp_path, "val", [("using segway", "aaa")])
+    with pytest.raises(
+        DataError, match=r"1 videos have whitespace in their paths \('aaa_000000_000010'\).*no --frames"
+    ):
+        prepare_dataset(KineticsDataset(csv, root), csv, tmp_path / "frames", frames=True, progress=False)
+    assert not (tmp_path / "frames").exists()
+    report = prepare_dataset(KineticsDataset(csv, root), csv, tmp_path / "mp4", short_side=64, progress=False)
+    assert report.converted == 1 and (tmp_path / "mp4" / "using segway" / "aaa_000000_000010.mp4").is_file()
