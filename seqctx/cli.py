@@ -208,6 +208,16 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _frame_template(value: str) -> str:
+    from seqctx.video.data.backends import check_frame_template
+
+    try:
+        check_frame_template(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("is ")) from None
+    return value
+
+
 def _data_check(args: argparse.Namespace) -> int:
     from seqctx.video.data import build_dataset
     from seqctx.video.data.check import check_dataset, format_report, frame_naming
@@ -281,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto (default): frames for folders, else the first installed of decord, pyav, torchcodec",
     )
-    p.add_argument("--frame-template", help="frame folders' file names, e.g. img_{:05d}.jpg (default: found)")
+    p.add_argument("--frame-template", type=_frame_template, help="frame folders' file names, e.g. img_{:05d}.jpg")
     p.add_argument("--first-frame", type=int, help="the number of a folder's first frame (default: its lowest)")
     p.add_argument("--min-frames", type=int, default=8, help="fewer frames than this is 'too short'")
     p.add_argument("--workers", type=int, default=0)

@@ -44,7 +44,7 @@ import torch
 
 from seqctx.stopping import ignore_stop_signals, on_end, stop_signals_held
 
-from .decode import VideoError, VideoSource, check_backend, open_video
+from .decode import VideoError, VideoSource, open_video
 
 _PR_SET_PDEATHSIG = 1
 Options = tuple[str, dict[str, Any]]  # (absolute path, open_video's keyword arguments)
@@ -217,7 +217,6 @@ def open_guarded(path: str | Path, timeout: float | None = None, **options: Any)
         return open_video(path, **options)
     if timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout}")
-    check_backend(options.get("backend", "auto"))  # here, where its message reaches the user, not in the helper
     return GuardedSource(path, (os.path.abspath(path), options), timeout)  # the helper's working folder is its own
 
 

@@ -225,13 +225,18 @@ def convert(
         with _time_limit(timeout):
             return _convert(task, backend, short_side, keyint, crf, frames)
     except _TookTooLong:
-        _remove_partial(Path(task.output))
+        _remove_partial(Path(task.output), frames)
         return Outcome(task.id, "failed", f"{task.source}: took longer than {timeout:g} s (--timeout)")
 
 
-def _remove_partial(output: Path) -> None:
-    for partial in (output.with_name(f".{output.name}.partial.mp4"), output.with_name(f".{output.name}.partial")):
-        shutil.rmtree(partial) if partial.is_dir() else partial.unlink(missing_ok=True)
+def _partial(output: Path, frames: bool) -> Path:
+    """Where ``output`` is written until it is whole (then renamed)."""
+    return output.with_name(f".{output.name}.partial{'' if frames else '.mp4'}")
+
+
+def _remove_partial(output: Path, frames: bool) -> None:
+    partial = _partial(output, frames)
+    shutil.rmtree(partial) if partial.is_dir() else partial.unlink(missing_ok=True)
 
 
 def _convert(task: Task, backend: str, short_side: int, keyint: int, crf: int, frames: bool) -> Outcome:
@@ -244,10 +249,8 @@ def _convert(task: Task, backend: str, short_side: int, keyint: int, crf: int, f
             if _count(output, frames) == whole:
                 return Outcome(task.id, "skipped", bytes_before=before, bytes_after=_size(output), num_frames=whole)
         output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.partial{'' if frames else '.mp4'}")
-        if tmp.is_dir():  # a partial output of an interrupted run
-            shutil.rmtree(tmp)
-        tmp.unlink(missing_ok=True)
+        tmp = _partial(output, frames)
+        _remove_partial(output, frames)  # of an interrupted run
         written = _write_jpegs(source_frames, tmp) if frames else _write_mp4(source_frames, rate, tmp, keyint, crf)
         if written == 0 or _count(tmp, frames) != written:
             raise VideoError(f"{task.source}: {written} frames decoded and {_count(tmp, frames)} written")
@@ -259,7 +262,7 @@ def _convert(task: Task, backend: str, short_side: int, keyint: int, crf: int, f
         return Outcome(task.id, "converted", bytes_before=before, bytes_after=_size(output), num_frames=written,
                        note=note)  # fmt: skip
     except (*LOAD_ERRORS, MemoryError) as e:
-        _remove_partial(output)
+        _remove_partial(output, frames)
         return Outcome(task.id, "failed", str(e))
 
 
@@ -426,6 +429,8 @@ def prepare_dataset(
         raise DataError(f"--short-side must be an even number of pixels (H.264 4:2:0), got {short_side}")
     if keyint < 1:
         raise DataError(f"--keyint must be at least 1 frame, got {keyint}")
+    if timeout is not None and timeout < 0:
+        raise DataError(f"--timeout must be a number of seconds >= 0 (0: no limit), got {timeout:g}")
     from seqctx.outputs import output_folder
 
     out = output_folder(out, "--out").resolve()
@@ -439,7 +444,7 @@ def prepare_dataset(
         _check_settings(out, settings)
         jobs = [(task, dataset.backend, short_side, keyint, crf, frames, timeout) for task in tasks]
         with open(out / DONE_FILE, "a", encoding="utf-8") as done:
-            outcomes = _run(jobs, workers, progress, done, out)
+            outcomes = _run(jobs, workers, progress, done, out, frames)
         report = PrepareReport()
         for task in tasks:
             report.add(outcomes[task.id])
@@ -453,12 +458,13 @@ def prepare_dataset(
         os.close(lock)
 
 
-def _run(jobs: list[tuple], workers: int, progress: bool, done: TextIO, out: Path) -> dict[str, Outcome]:
+def _run(jobs: list[tuple], workers: int, progress: bool, done: TextIO, out: Path, frames: bool) -> dict[str, Outcome]:
     """Every job's outcome by video id, in this process or ``workers`` processes; each converted
     output recorded in ``done`` as it finishes (a stop keeps what was recorded)."""
     from tqdm import tqdm
 
     outcomes: dict[str, Outcome] = {}
+    task_of = {job[0].id: job[0] for job in jobs}
     with tqdm(total=len(jobs), desc="preparing videos", disable=not progress) as bar:
 
         def record(task: Task, outcome: Outcome) -> None:
@@ -468,14 +474,19 @@ def _run(jobs: list[tuple], workers: int, progress: bool, done: TextIO, out: Pat
                 done.flush()
             bar.update()
 
-        if not workers:
-            for job in jobs:
-                record(job[0], convert(*job))
-            return outcomes
-        from seqctx.stopping import worker_pool
+        try:
+            if not workers:
+                for job in jobs:
+                    record(job[0], convert(*job))
+                return outcomes
+            from seqctx.stopping import worker_pool
 
-        task_of = {job[0].id: job[0] for job in jobs}
-        with worker_pool(workers) as pool:
-            for outcome in pool.imap_unordered(_convert_star, jobs, chunksize=1):
-                record(task_of[outcome.id], outcome)
+            with worker_pool(workers) as pool:  # its exit ends the workers, mid-video ones too
+                for outcome in pool.imap_unordered(_convert_star, jobs, chunksize=1):
+                    record(task_of[outcome.id], outcome)
+        except BaseException:  # a stop: no half-written output stays behind
+            for task in task_of.values():
+                if task.id not in outcomes and task.output:
+                    _remove_partial(Path(task.output), frames)
+            raise
     return outcomes

@@ -22,6 +22,7 @@ from seqctx.overrides import apply_overrides
 from seqctx.safe_yaml import load_yaml
 from seqctx.stopping import signal_number
 from seqctx.video.data import Backend, DatasetFormat
+from seqctx.video.data.backends import check_frame_template
 
 NoDecay = Literal["declared", "norm_bias"]  # optim.no_decay, see optim.param_groups
 NO_DECAY_RULES: tuple[str, ...] = get_args(NoDecay)
@@ -244,22 +245,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(apply_overrides(data, overrides or []))
 
 
-def _check_frame_template(template: str) -> None:
-    """``data.frame_template`` names a frame file from one integer (``img_{:05d}.jpg``)."""
-    import string
-
-    fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    try:
-        named = template.format(1)
-    except (ValueError, IndexError, KeyError) as e:
-        named = e
-    if len(fields) != 1 or isinstance(named, Exception) or named == template.format(2):
-        raise ConfigError(
-            f"config key 'data.frame_template' is {template!r}; expected a file name with one integer field, "
-            "e.g. img_{:05d}.jpg or {:06d}.png"
-        )
-
-
 def _validate(cfg: Config) -> Config:
     """Lower bounds, and the model's name and context, each named by its dotted key."""
     from seqctx.video.models import MODELS
@@ -278,7 +263,10 @@ def _validate(cfg: Config) -> Config:
             "data.backend to that, or auto"
         )
     if d.frame_template is not None:
-        _check_frame_template(d.frame_template)
+        try:
+            check_frame_template(d.frame_template)
+        except ValueError as e:
+            raise ConfigError(f"config key 'data.frame_template' {e}") from None
     check_views(d.sampler, d.test_clips, "data.test_clips")
     check_views(d.sampler, d.val_clips, "data.val_clips")
     scale, crop = d.scale_size or d.size * 256 // 224, d.test_crop_size or d.size

@@ -243,3 +243,19 @@ def test_data_check_reports_the_frame_naming_it_found_and_a_count_the_folder_dis
     assert "2 videos: 1 ok, 0 missing, 0 unreadable, 0 too_short, 1 miscounted, 0 inexact" in out
     assert "miscounted b: the annotation says 99 frames, the folder holds 9" in out
     assert f"frame folders: img_{{:05d}}.jpg from 1 (found in {tmp_path / 'a'}" in out
+
+
+def test_a_malformed_frame_template_or_time_limit_on_the_command_line_is_one_message_and_exit_2(tmp_path, capsys):
+    from seqctx.cli import main
+
+    write_frames(tmp_path / "a", [f"img_{i:05d}.jpg" for i in range(1, 5)])
+    (tmp_path / "list.txt").write_text("a 4 0\n")
+    args = [str(tmp_path / "list.txt"), "--root", str(tmp_path)]
+    with pytest.raises(SystemExit) as info:
+        main(["data", "check", *args, "--frame-template", "{}{}"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --frame-template: '{}{}'; expected a file name with one integer field" in err
+    assert "Traceback" not in err
+    assert main(["data", "prepare", *args, "--out", str(tmp_path / "out"), "--timeout", "-3"]) == 2
+    assert "seqctx: error: --timeout must be a number of seconds >= 0 (0: no limit), got -3" in capsys.readouterr().err

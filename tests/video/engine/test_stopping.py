@@ -190,6 +190,7 @@ def test_ctrl_c_during_data_prepare_with_workers_ends_with_one_line(synth, tmp_p
     done = {p.name for p in out.glob("*.mp4")}
     assert len(done) < 200  # stopped while converting
     assert done <= {f"{i}.mp4" for i in range(200)}  # named after the links (before: after their targets, raced)
+    assert not [p.name for p in out.iterdir() if ".partial" in p.name]  # no half-written copy stays behind
 
 
 def test_demo_under_timeout_saves_and_exits_75(synth, tmp_path):

@@ -4,7 +4,7 @@ imported here. ``auto`` (:data:`AUTO_ORDER`) is resolved by :func:`seqctx.video.
 
 from . import decord, frames, pyav, torchcodec  # noqa: F401  (each registers its backend)
 from .base import REGISTRY, BackendUnavailable, VideoError, VideoSource, scaled_size, why_unavailable
-from .frames import frame_template
+from .frames import check_frame_template, frame_template
 
 # `auto` tries these, installed ones only, in this order, and reads a video with the first that
 # opens it (README, "Decoders", measured by scripts/bench_loader.py --tables backends): decord
@@ -19,6 +19,7 @@ __all__ = [
     "BackendUnavailable",
     "VideoError",
     "VideoSource",
+    "check_frame_template",
     "frame_template",
     "scaled_size",
     "why_unavailable",

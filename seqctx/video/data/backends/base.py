@@ -27,7 +27,6 @@ import torch
 from seqctx.errors import UserError
 
 Access = Literal["seek", "sequential"]
-Reads = Literal["videos", "frames"]
 
 
 class VideoError(UserError, RuntimeError):
@@ -99,7 +98,6 @@ class VideoSource:
     import proves it can run) and :attr:`install` (how to get it)."""
 
     name: ClassVar[str] = ""
-    reads: ClassVar[Reads] = "videos"
     requires: ClassVar[str] = ""  # a module name; "" needs nothing beyond seqctx's own dependencies
     install: ClassVar[str] = ""
 

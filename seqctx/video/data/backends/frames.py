@@ -35,6 +35,21 @@ def frame_template(names: list[str]) -> tuple[str, int]:
     return f"{prefix.translate(escape)}{digits}{suffix.translate(escape)}", min(int(n) for n in numbers)
 
 
+def check_frame_template(template: str) -> None:
+    """A ``ValueError`` unless ``template`` names a frame file from one integer (``img_{:05d}.jpg``)."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        ok = len(fields) == 1 and template.format(1) != template.format(2)
+    except (ValueError, IndexError, KeyError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"is {template!r}; expected a file name with one integer field, e.g. img_{{:05d}}.jpg or {{:06d}}.png"
+        )
+
+
 def frame_numbers(names: list[str], template: str) -> list[int]:
     """The numbers of the files among ``names`` that ``template`` names exactly, sorted."""
     head, _, tail = template.partition("{")
@@ -54,7 +69,6 @@ class FrameFolderSource(VideoSource):
     1/2, 1/4 or 1/8 scale that is not below the size, then a bilinear resize gives it exactly."""
 
     name = "frames"
-    reads = "frames"
 
     def __init__(
         self,
@@ -69,7 +83,9 @@ class FrameFolderSource(VideoSource):
         if not self.folder.is_dir():
             raise VideoError(f"{folder}: no such frame folder")
         names = os.listdir(self.folder)
-        if template is None:
+        if template is not None:
+            check_frame_template(template)
+        else:
             try:
                 template, found = frame_template(names)
             except ValueError as e:
