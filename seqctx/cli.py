@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from seqctx.errors import UserError, one_line
+from seqctx.errors import DataError, UserError, one_line
 from seqctx.stopping import PREEMPTED_EXIT_CODE, Preempted, Stopped, end_children, stop_on_signals
 
 DEMO_ANALYSIS_VIDEOS = 100  # `seqctx demo` analyses its TSM+CGC model on this many validation videos
@@ -218,11 +218,23 @@ def _frame_template(value: str) -> str:
     return value
 
 
+def _byte_size(value: str) -> int:
+    from seqctx.video.data.shards import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _data_check(args: argparse.Namespace) -> int:
-    from seqctx.video.data import build_dataset
+    from seqctx.video.data import build_dataset, detect_format
     from seqctx.video.data.check import check_dataset, format_report, frame_naming
 
-    dataset = build_dataset(args.annotation, args.root, args.labels, args.format,
+    readable = "://" in args.annotation or Path(args.annotation).is_file()  # else build_dataset names it
+    if args.root is None and (args.format or (detect_format(args.annotation) if readable else "shards")) != "shards":
+        raise DataError("--root is needed: the folder holding the videos (or frame folders) of the annotation")
+    dataset = build_dataset(args.annotation, args.root or "", args.labels, args.format,
                             backend=args.backend, frame_template=args.frame_template,
                             first_frame=args.first_frame, short_side=args.short_side,
                             decode_timeout=args.timeout)  # fmt: skip
@@ -242,6 +254,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
     report = prepare_dataset(
         dataset, args.annotation, args.out, short_side=args.short_side, keyint=args.keyint, crf=args.crf,
         frames=args.frames, workers=args.workers, timeout=args.timeout or None,
+        shard_size=args.shard_size if args.shards else None,
     )  # fmt: skip
     print(report.summary())
     if report.failed:
@@ -282,9 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="video data tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("check", help="open every video of an annotation file; exit 1 if any is bad")
     p.add_argument("annotation", help="Kinetics CSV, SSv2 JSON, SSv1 CSV or a list file")
-    p.add_argument("--root", required=True, help="folder holding the videos (or frame folders)")
+    p.add_argument("--root", help="folder holding the videos (or frame folders); not for a shard index")
     p.add_argument("--labels", help="labels file (SSv1/SSv2) or label map (Kinetics)")
-    p.add_argument("--format", choices=["kinetics", "ssv2", "ssv1", "list"], help="default: detected")
+    p.add_argument("--format", choices=["kinetics", "ssv2", "ssv1", "list", "shards"], help="default: detected")
     p.add_argument(
         "--backend",
         choices=["auto", "decord", "pyav", "torchcodec", "frames"],
@@ -315,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", action="store_true", help="write JPEG frame folders instead of MP4s")
     p.add_argument("--workers", type=int, default=0, help="parallel conversions (default 0: in this process)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one video may take (default 600; 0: none)")
+    p.add_argument(
+        "--shards", action="store_true", help="also pack the copies into WebDataset shards + index.json (OUT/shards/)"
+    )
+    p.add_argument("--shard-size", type=_byte_size, default="1G", help="bytes of clips per shard: 500M, 1G (default)")
     p.set_defaults(func=_data_prepare)
     p = data.add_parser("synth", help="write the synthetic motion data set (H.264 mp4 + SSv2-style JSON)")
     p.add_argument("out_dir")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch.utils.data import Dataset
 
@@ -70,7 +71,8 @@ class _Probe(Dataset):
             status.status, status.reason = "too_short", f"{source.num_frames} frames < {self.min_frames}"
         elif record.num_frames is not None and record.num_frames != source.num_frames:
             status.status = "miscounted"
-            status.reason = f"the annotation says {record.num_frames} frames, the folder holds {source.num_frames}"
+            holder = "the folder" if isinstance(path, Path) and path.is_dir() else "the video"
+            status.reason = f"the annotation says {record.num_frames} frames, {holder} holds {source.num_frames}"
         elif self.exact:
             if random.shape != truth.shape:
                 wrong, worst = positions, float("inf")
@@ -106,8 +108,8 @@ def frame_naming(dataset: VideoDataset) -> str:
             path = dataset.path(i)
         except LOAD_ERRORS:
             continue
-        if not path.is_dir():
-            return ""
+        if not isinstance(path, Path) or not path.is_dir():
+            return ""  # a video (a file, or a shard's sample)
         try:
             folder = FrameFolderSource(path, template=dataset.frame_template, start=dataset.first_frame)
         except LOAD_ERRORS:

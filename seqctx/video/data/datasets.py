@@ -267,6 +267,10 @@ class VideoDataset(Dataset):
             "check data.root and the annotation file"
         )
 
+    def shuffled(self, generator: torch.Generator) -> list[int]:
+        """An epoch's order when shuffling, drawn from ``generator``: a permutation of the items."""
+        return torch.randperm(len(self), generator=generator).tolist()
+
     def max_label(self) -> int:
         """The largest class index in the annotations (-1 when nothing is labelled)."""
         return int(self.index.labels.max())
@@ -476,7 +480,7 @@ class VideoListDataset(VideoDataset):
         super().__init__(index, root, classes=classes, **kwargs)
 
 
-DatasetFormat = Literal["kinetics", "ssv2", "ssv1", "list"]
+DatasetFormat = Literal["kinetics", "ssv2", "ssv1", "list", "shards"]
 DATASET_TYPES: dict[str, type[VideoDataset]] = {
     "kinetics": KineticsDataset,
     "ssv2": SomethingSomethingV2,
@@ -486,12 +490,15 @@ DATASET_TYPES: dict[str, type[VideoDataset]] = {
 
 
 def detect_format(annotation: str | Path) -> str:
-    """Guess the annotation format from the file: ``kinetics``, ``ssv2``, ``ssv1`` or ``list``."""
+    """Guess the annotation format from the file: ``kinetics``, ``ssv2``, ``ssv1``, ``list``, or
+    ``shards`` (a URL, or a JSON object written by ``data prepare --shards``)."""
+    if "://" in str(annotation):
+        return "shards"
     path = Path(annotation)
-    if path.suffix == ".json":
-        return "ssv2"
     with open(path, encoding=ENCODING) as f:
         first = f.readline()
+    if path.suffix == ".json":
+        return "shards" if first.lstrip().startswith("{") else "ssv2"
     if "youtube_id" in first:
         return "kinetics"
     if ";" in first or (path.suffix == ".csv" and len(first.split()) == 1):
@@ -521,13 +528,22 @@ def build_dataset(
     """The dataset for an annotation file (format detected unless given); ``labels`` is the
     labels file of SSv1/SSv2 or Kinetics' optional label map; ``classes`` the run's class list
     (Kinetics' label indices; the names of a list file's labels), when the run has decided it;
-    ``kwargs`` go to the dataset."""
-    for what, path in (("annotation file", annotation), ("labels file", labels)):
+    ``kwargs`` go to the dataset. A shard index (``shards``) may be a URL; ``root`` is unused
+    there (the shards lie beside their index)."""
+    remote = "://" in str(annotation)
+    for what, path in (("annotation file", None if remote else annotation), ("labels file", labels)):
         if path is not None and not Path(path).is_file():
             raise DataError(f"{what} {path} not found")
     fmt = format or detect_format(annotation)
-    if fmt not in DATASET_TYPES:
-        raise DataError(f"unknown dataset format {fmt!r}; valid formats: {', '.join(DATASET_TYPES)}")
+    if fmt not in (*DATASET_TYPES, "shards"):
+        raise DataError(f"unknown dataset format {fmt!r}; valid formats: {', '.join(DATASET_TYPES)}, shards")
+    if fmt == "shards":
+        from .shards import ShardDataset
+
+        return ShardDataset(str(annotation), classes=classes or (read_label_list(labels) if labels else ()), **kwargs)
+    if remote:
+        raise DataError(f"{annotation}: only a shard index (data.format: shards) is read from a URL; copy the "
+                        "annotation file to this machine")  # fmt: skip
     if fmt in ("ssv1", "ssv2"):
         if labels is None:
             raise DataError(f"{annotation}: the {fmt} format needs its labels file (data.labels / --labels)")

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from .backends import AUTO_ORDER, REGISTRY, BackendUnavailable, VideoError, VideoSource, why_unavailable
+from .backends.base import Blob, Media
 
 Backend = Literal["auto", "decord", "pyav", "torchcodec", "frames"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
@@ -40,7 +41,7 @@ def installed_backends() -> list[str]:
 
 
 def open_video(
-    path: str | Path,
+    path: Media,
     backend: str = "auto",
     num_threads: int = 1,
     short_side: int | None = None,
@@ -51,18 +52,25 @@ def open_video(
     ``num_threads``: decoding threads (one per DataLoader worker by default: a node runs many
     workers). ``short_side``: decode at that shorter side. ``frame_template`` and
     ``first_frame``: how a frame folder's files are named (found from the folder when None).
+    ``path`` may be a :class:`~.backends.base.Blob`: a video in memory (a shard's sample).
     A missing or empty file raises :class:`VideoError` naming it, whatever the backend; under
     ``auto``, one no installed backend opens names each one's reason."""
-    path = Path(path)
     if short_side is not None and short_side < 1:
         raise ValueError(f"short_side must be a positive number of pixels or None, got {short_side}")
     check_backend(backend)
-    if backend == "frames" or (backend == "auto" and path.is_dir()):
-        return REGISTRY["frames"](path, num_threads, short_side, frame_template, first_frame)  # type: ignore[call-arg]
-    if not path.is_file():
-        raise VideoError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise VideoError(f"{path}: the file is empty")
+    if isinstance(path, Blob):
+        if backend == "frames":
+            raise VideoError(f"{path}: a video in memory is not a frame folder; read it with a video backend")
+        if not path.data:
+            raise VideoError(f"{path}: the video is empty")
+    else:
+        path = Path(path)
+        if backend == "frames" or (backend == "auto" and path.is_dir()):
+            return REGISTRY["frames"](path, num_threads, short_side, frame_template, first_frame)  # type: ignore[call-arg]
+        if not path.is_file():
+            raise VideoError(f"{path}: no such file")
+        if path.stat().st_size == 0:
+            raise VideoError(f"{path}: the file is empty")
     if backend != "auto":
         return REGISTRY[backend](path, num_threads, short_side)
     installed = installed_backends()

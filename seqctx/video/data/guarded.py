@@ -37,17 +37,17 @@ import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.util import Finalize
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from seqctx.stopping import ignore_stop_signals, on_end, stop_signals_held
 
+from .backends.base import Blob, Media
 from .decode import VideoError, VideoSource, open_video
 
 _PR_SET_PDEATHSIG = 1
-Options = tuple[str, dict[str, Any]]  # (absolute path, open_video's keyword arguments)
+Options = tuple[str | Blob, dict[str, Any]]  # (absolute path or a video in memory, open_video's keyword arguments)
 
 
 def _serve(conn: Connection) -> None:
@@ -201,7 +201,7 @@ class GuardedSource(VideoSource):
     """A video opened and decoded in this process's :class:`DecodeHelper`, each call within
     ``timeout`` seconds; every call names the video (no state in the helper)."""
 
-    def __init__(self, path: str | Path, options: Options, timeout: float) -> None:
+    def __init__(self, path: Media, options: Options, timeout: float) -> None:
         self.path, self.timeout = path, timeout
         self.options = options
         self.num_frames, self.access = _HELPER.call(self.options, None, timeout)  # type: ignore[misc]
@@ -210,14 +210,15 @@ class GuardedSource(VideoSource):
         return _HELPER.call(self.options, list(unique), self.timeout)  # type: ignore[return-value]
 
 
-def open_guarded(path: str | Path, timeout: float | None = None, **options: Any) -> VideoSource:
+def open_guarded(path: Media, timeout: float | None = None, **options: Any) -> VideoSource:
     """:func:`~.decode.open_video` ``(path, **options)``, with opening and each decode bounded by
     ``timeout`` seconds when given (in the helper process); in this process without one."""
     if timeout is None:
         return open_video(path, **options)
     if timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout}")
-    return GuardedSource(path, (os.path.abspath(path), options), timeout)  # the helper's working folder is its own
+    where = path if isinstance(path, Blob) else os.path.abspath(path)  # the helper's working folder is its own
+    return GuardedSource(path, (where, options), timeout)
 
 
 __all__: Sequence[str] = ("DecodeHelper", "GuardedSource", "open_guarded", "stop_helper")

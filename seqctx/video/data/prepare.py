@@ -53,6 +53,7 @@ from .backends.frames import FrameFolderSource
 from .backends.pyav import PyAVSource
 from .datasets import LOAD_ERRORS, VideoDataset
 from .decode import VideoError
+from .shards import ShardIndex, write_shards
 
 FAILURES_FILE = "prepare_failures.txt"
 SETTINGS_FILE = "prepare_settings.json"
@@ -90,6 +91,8 @@ class PrepareReport:
     bytes_after: int = 0
     annotation: str = ""  # the annotation written for OUT, when one was needed
     unlabelled: int = 0  # prepared videos left out of that annotation (no label: a test split)
+    shards: str = ""  # the shard index written (--shards)
+    shard_count: int = 0
 
     def add(self, outcome: Outcome) -> None:
         if outcome.status == "failed":
@@ -114,8 +117,13 @@ class PrepareReport:
                 lines.append(f"  ... {len(entries) - 20} more {kind}")
         if self.annotation:
             lines.append(f"annotation for the prepared videos: {self.annotation}")
+        if self.shards:
+            lines.append(f"{self.shard_count} shards and their index: {self.shards}")
         if self.unlabelled:
-            lines.append(f"{self.unlabelled} prepared videos have no label and are not in it (train reads labels)")
+            lines.append(
+                f"{self.unlabelled} prepared videos have no label and are not in "
+                f"{'them' if self.shards and not self.annotation else 'it'} (train reads labels)"
+            )
         return "\n".join(lines)
 
 
@@ -381,6 +389,23 @@ def _check_listable(tasks: list[Task], out: Path) -> None:
         )
 
 
+def _labelled(
+    dataset: VideoDataset, tasks: list[Task], outcomes: dict[str, Outcome], number: list[int] | None
+) -> tuple[list[tuple[Task, Outcome, int]], int]:
+    """The prepared videos with a label, as ``(task, outcome, label)`` with the label renumbered by
+    ``number`` (OUT's class list) when given, and how many prepared videos have none (-1)."""
+    prepared, unlabelled = [], 0
+    for i, task in enumerate(tasks):
+        done, label = outcomes.get(task.id), int(dataset.index.labels[i])
+        if done is None or done.status == "failed":
+            continue
+        if label < 0:
+            unlabelled += 1
+            continue
+        prepared.append((task, done, number[label] if number is not None else label))
+    return prepared, unlabelled
+
+
 def write_annotation(dataset: VideoDataset, annotation: str | Path, tasks: list[Task], outcomes: dict[str, Outcome],
                      out: Path, frames: bool) -> tuple[str, int]:  # fmt: skip
     """The annotation for ``out`` where names change: a list file (``path label``, or ``path
@@ -392,22 +417,34 @@ def write_annotation(dataset: VideoDataset, annotation: str | Path, tasks: list[
     if not _writes_list(dataset, frames):
         return "", 0
     number = _class_list(out, dataset.classes) if dataset.classes else None
-    lines, unlabelled = [], 0
-    for i, task in enumerate(tasks):
-        done, label = outcomes.get(task.id), int(dataset.index.labels[i])
-        if done is None or done.status == "failed":
-            continue
-        if label < 0:
-            unlabelled += 1
-            continue
+    prepared, unlabelled = _labelled(dataset, tasks, outcomes, number)
+    lines = []
+    for task, done, label in prepared:
         relative = Path(task.output).relative_to(out).as_posix()
-        label = number[label] if number is not None else label
         lines.append(f"{relative} {done.num_frames} {label}" if frames else f"{relative} {label}")
     path = out / (Path(annotation).stem + ("_frames.txt" if frames else ".txt"))
     if path.resolve() == Path(annotation).resolve():
         path = path.with_name(f"{path.stem}_prepared.txt")
     path.write_text("".join(line + "\n" for line in lines))
     return str(path), unlabelled
+
+
+def _write_shards(dataset: VideoDataset, annotation: str | Path, tasks: list[Task], outcomes: dict[str, Outcome],
+                  out: Path, shard_size: int, settings: dict[str, object]) -> tuple[ShardIndex, int]:  # fmt: skip
+    """The labelled copies packed into ``OUT/shards/<annotation's stem>/`` (:func:`~.shards.write_shards`),
+    labels numbered by ``OUT/classes.txt``; the index and how many unlabelled copies it leaves out."""
+    if dataset.classes:
+        number = _class_list(out, dataset.classes)
+        classes = [line for line in (out / "classes.txt").read_text(encoding="utf-8").splitlines() if line]
+    else:  # a list file's bare numbers: their names are the numbers
+        number, classes = None, [str(k) for k in range(dataset.max_label() + 1)]
+    prepared, unlabelled = _labelled(dataset, tasks, outcomes, number)
+    samples = [(task.id, label, Path(task.output), done.num_frames) for task, done, label in prepared]
+    if not samples:
+        raise DataError(f"{annotation}: no labelled video was prepared, so there is nothing to shard")
+    name = Path(annotation).stem
+    settings = {**settings, "shard_size": shard_size}
+    return write_shards(samples, out / "shards" / name, name, shard_size, classes, settings), unlabelled
 
 
 def prepare_dataset(
@@ -421,10 +458,15 @@ def prepare_dataset(
     workers: int = 0,
     progress: bool = True,
     timeout: float | None = 600.0,
+    shard_size: int | None = None,
 ) -> PrepareReport:
     """Convert every video of ``dataset`` (see the module), each within ``timeout`` seconds (None:
     no limit; one that takes longer fails, named); each run's failures are appended to
-    ``OUT/prepare_failures.txt`` (a ``#`` line, then ``id<TAB>reason`` lines)."""
+    ``OUT/prepare_failures.txt`` (a ``#`` line, then ``id<TAB>reason`` lines). With
+    ``shard_size`` (bytes), the labelled copies are also packed into WebDataset shards of about
+    that size with their index, ``OUT/shards/<annotation's stem>/`` (:mod:`~.shards`)."""
+    if shard_size is not None and frames:
+        raise DataError("--shards packs MP4 copies; drop --frames (shards of JPEG folders are not supported)")
     if short_side < 2 or short_side % 2:
         raise DataError(f"--short-side must be an even number of pixels (H.264 4:2:0), got {short_side}")
     if keyint < 1:
@@ -449,6 +491,9 @@ def prepare_dataset(
         for task in tasks:
             report.add(outcomes[task.id])
         report.annotation, report.unlabelled = write_annotation(dataset, annotation, tasks, outcomes, out, frames)
+        if shard_size is not None:
+            index, report.unlabelled = _write_shards(dataset, annotation, tasks, outcomes, out, shard_size, settings)
+            report.shards, report.shard_count = index.url, len(index.shards)
         with open(out / FAILURES_FILE, "a", encoding="utf-8") as failures:  # one block per run, never replaced
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             failures.write(f"# {stamp} {annotation}: {len(report.failed)} failed of {len(tasks)}\n")

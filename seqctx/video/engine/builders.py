@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -29,7 +29,8 @@ class EpochSampler(Sampler[int]):
     """The indices of one epoch for this rank.
 
     The epoch's stream is a permutation drawn from ``(seed, epoch)`` when shuffling (else
-    ``0..size-1``); with ``repeats=k`` (``data.repeat_aug``, repeated augmentation: DeiT's
+    ``0..size-1``): ``order(generator)`` (the data set's ``shuffled``: shards keep their samples
+    together), ``torch.randperm`` by default; with ``repeats=k`` (``data.repeat_aug``, repeated augmentation: DeiT's
     RASampler) each video of the permutation comes ``k`` times in a row, as ``index + copy *
     size`` (the data set augments each copy differently), and the stream is cut to ``size`` items
     so that an epoch keeps its length.
@@ -45,9 +46,10 @@ class EpochSampler(Sampler[int]):
 
     def __init__(
         self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, batch_size: int | None = None,
-        repeats: int = 1,
+        repeats: int = 1, order: Callable[[torch.Generator], list[int]] | None = None,
     ) -> None:  # fmt: skip
         self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
+        self.order = order
         self.repeats = repeats
         self.global_batch = batch_size * world if batch_size else 0
         self.steps = size // self.global_batch if batch_size else 0  # global batches per training epoch
@@ -63,7 +65,7 @@ class EpochSampler(Sampler[int]):
         """The epoch's items in order, before they are dealt to the ranks."""
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.size, generator=g).tolist()
+            order = self.order(g) if self.order else torch.randperm(self.size, generator=g).tolist()
         else:
             order = list(range(self.size))
         if self.repeats > 1:
@@ -141,8 +143,9 @@ def make_dataset(
     annotation = annotation or (d.train_annotation if train else d.val_annotation)
     if not annotation:
         raise DataError(f"no {'data.train_annotation' if train else 'data.val_annotation'} to read videos from")
+    extra = {"shuffle_buffer": d.shuffle_buffer} if d.format == "shards" else {}
     dataset = build_dataset(
-        annotation, d.root, d.labels, d.format, classes=classes,
+        annotation, d.root, d.labels, d.format, classes=classes, **extra,
         sampler=sampler, transform=transform, on_error=d.on_error if train else "drop",
         backend=d.backend, frame_template=d.frame_template, first_frame=d.first_frame,
         seed=cfg.train.seed, decode_threads=d.decode_threads, short_side=d.decode_short_side,

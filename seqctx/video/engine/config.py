@@ -73,6 +73,8 @@ class DataConfig:
     decode_short_side: int | None = None  # frames leave the decoder with this shorter side; null: as stored
     decode_timeout: float | None = 120.0  # seconds a video may take to decode before it counts as unreadable
     prefetch_factor: int = 2  # batches each loader worker prepares ahead
+    shuffle: bool = True  # training: an order drawn anew each epoch; false: the annotation's (index's) order
+    shuffle_buffer: int = 1000  # format shards: samples shuffled within windows of this many (1: shard order only)
     on_error: Literal["replace", "raise"] = "replace"  # training only: evaluation never replaces a video
 
 
@@ -142,7 +144,7 @@ MINIMUM: dict[str, float] = {
     "data.test_crop_size": 1, "data.test_batch_clips": 1, "data.batch_size": 1,
     "data.workers": 0, "data.repeat_aug": 1, "data.color_jitter": 0,
     "data.decode_threads": 1, "data.decode_short_side": 1, "data.decode_timeout": 0.001,
-    "data.prefetch_factor": 1, "data.first_frame": 0,
+    "data.prefetch_factor": 1, "data.first_frame": 0, "data.shuffle_buffer": 1,
     "optim.lr": 0, "optim.weight_decay": 0, "optim.step_size": 1, "optim.warmup_epochs": 0,
     "train.epochs": 1, "train.accumulate": 1, "train.eval_every": 1, "train.checkpoint_every": 0,
     "train.keep_checkpoints": 0, "train.mixup": 0, "train.cutmix": 0, "train.ema": 0, "train.log_every": 1,

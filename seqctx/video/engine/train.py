@@ -226,8 +226,9 @@ class Trainer:
         classes = self.train_set.classes
         self.val_set = make_dataset(cfg, "val", classes=classes) if cfg.data.val_annotation else None
         self.batch = cfg.data.batch_size
-        self.sampler = EpochSampler(len(self.train_set), shuffle=True, seed=t.seed, rank=self.rank, world=self.world,
-                                    batch_size=self.batch, repeats=cfg.data.repeat_aug)  # fmt: skip
+        self.sampler = EpochSampler(len(self.train_set), shuffle=cfg.data.shuffle, seed=t.seed, rank=self.rank,
+                                    world=self.world, batch_size=self.batch, repeats=cfg.data.repeat_aug,
+                                    order=self.train_set.shuffled)  # fmt: skip
         self.iters_per_epoch = self.sampler.steps  # global batches; the last partial one is dropped
         if self.iters_per_epoch == 0:
             raise DataError(
@@ -253,6 +254,7 @@ class Trainer:
         self.train_loss: float | None = None  # the last finished epoch's
         self.metrics_lines = 0  # lines of metrics.jsonl written (rank 0): a resumed run drops later ones
         self.loss_window = torch.zeros(2, device=self.device)  # (sum of losses, iterations) since the last log
+        self.epoch_failures = 0  # videos replaced in the last epoch trained, all processes
         self.loss_total = torch.zeros(2, device=self.device)  # (sum, iterations) of the epoch's global batches
         if resume_from is not None:
             self._restore(resume_from)
@@ -477,8 +479,10 @@ class Trainer:
             if boundary and not last:  # the epoch's end is a boundary of its own (saved, validated, then checked)
                 self._stop_if_asked(stop, saved)
         bar.close()
-        if self.train_set.failures:
-            log.warning("epoch %d: %d videos failed to load and were replaced", epoch + 1, self.train_set.failures)
+        self.epoch_failures = sum(all_gather_objects(self.train_set.failures))  # every process's, not rank 0's
+        if self.epoch_failures:
+            log.warning("epoch %d: %d of its %d videos failed to load and were replaced (data.on_error)", epoch + 1,
+                        self.epoch_failures, self.sampler.steps * self.sampler.global_batch)  # fmt: skip
         loss = (total[0] / total[1]).item() if total[1] > 0 else float("nan")
         window.zero_()
         total.zero_()
@@ -624,7 +628,7 @@ class Trainer:
             self.epoch, self.iteration = self.epoch + 1, 0
             metrics = {"train_loss": self.train_loss}
             self._log({"type": "epoch", "epoch": self.epoch, "train_loss": self.train_loss,
-                       "failures": self.train_set.failures})  # fmt: skip
+                       "failures": self.epoch_failures})  # fmt: skip
             self.validated = not self._validation_due(self.epoch)
             self._save("latest.pt")  # the epoch is kept; its validation, when due, is still owed
             if not self.validated:

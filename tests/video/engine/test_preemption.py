@@ -134,18 +134,24 @@ def test_sigterm_to_a_training_process_exits_75_and_resume_auto_finishes_the_sam
     assert "is finished (12 of 12 epochs)" in capsys.readouterr().err
 
 
-def test_a_signal_to_the_whole_process_group_stops_the_run_with_loader_workers_alive(synth, tmp_path):
-    """timeout(1), or a scheduler signalling every process of a job: the loader workers get SIGTERM
-    too (PyTorch's own worker handler would end them and fail the run before it saves)."""
-    run = tmp_path / "run"
-    overrides = tiny_overrides(synth, run, "train.epochs=200", "train.eval_every=200", "data.workers=2")
-    args = cli("train", str(Path(train_module.__file__).parent / "demo_synthetic.yaml"), *sets(overrides))
+def stop_group_in_epoch_2(args: list[str], run: Path) -> None:
+    """Start ``args`` (a training command writing to ``run``) in a process group of its own, send
+    SIGTERM to the whole group once it trained past epoch 1, and check that it stopped resumable."""
     proc = subprocess.Popen(args, env=ENV, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     wait_for(trained_past(run, 1), proc)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == PREEMPTED_EXIT_CODE, err[-3000:]
+
+
+def test_a_signal_to_the_whole_process_group_stops_the_run_with_loader_workers_alive(synth, tmp_path):
+    """timeout(1), or a scheduler signalling every process of a job: the loader workers get SIGTERM
+    too (PyTorch's own worker handler would end them and fail the run before it saves)."""
+    run = tmp_path / "run"
+    overrides = tiny_overrides(synth, run, "train.epochs=200", "train.eval_every=200", "data.workers=2")
+    stop_group_in_epoch_2(cli("train", str(Path(train_module.__file__).parent / "demo_synthetic.yaml"),
+                              *sets(overrides)), run)  # fmt: skip
     ckpt = load_checkpoint(run / "latest.pt")
     last = [r for r in records(run) if r["type"] == "train"][-1]
     assert (ckpt["epoch"], ckpt["iteration"]) == (last["epoch"], last["iteration"])

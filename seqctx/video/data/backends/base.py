@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -37,6 +39,38 @@ class BackendUnavailable(UserError):
     """A backend named by the user that this machine cannot run; the message says how to install it."""
 
 
+@dataclass(frozen=True, repr=False)
+class Blob:
+    """A video held in memory (a sample read from a shard): ``name`` says where it came from in
+    messages (``shard.tar#key``), ``data`` is the encoded file. Every video backend reads one."""
+
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"Blob({self.name!r}, {len(self.data)} bytes)"
+
+
+Media = str | Path | Blob  # what a video backend opens: a file's path or a video in memory
+
+
+def media_input(path: Media) -> str | io.BytesIO:
+    """What a decoder library opens for ``path``: the path as text, or a fresh stream over a
+    :class:`Blob`'s bytes (decord, PyAV and torchcodec all read file-like objects)."""
+    return io.BytesIO(path.data) if isinstance(path, Blob) else str(path)
+
+
+def head(path: Media, size: int) -> bytes:
+    """The first ``size`` bytes of a file or a :class:`Blob`."""
+    if isinstance(path, Blob):
+        return path.data[:size]
+    with open(path, "rb") as f:
+        return f.read(size)
+
+
 def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
     """``(height, width)`` with the shorter side ``short_side`` and the longer one
     ``round(long * short_side / short)`` to the nearest even number (at least 2); unchanged for
@@ -54,12 +88,11 @@ def seeks_exactly(container: str) -> bool:
     return "avi" not in container.split(",")
 
 
-def is_avi(path: str | Path) -> bool:
+def is_avi(path: Media) -> bool:
     """Whether ``path`` is an AVI file (a RIFF header of form ``AVI``), read from its first 12
     bytes: for decoders that do not name the container."""
-    with open(path, "rb") as f:
-        head = f.read(12)
-    return head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX")
+    start = head(path, 12)
+    return start[:4] == b"RIFF" and start[8:12] in (b"AVI ", b"AVIX")
 
 
 def gather(unique: list[int], frames: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
@@ -92,7 +125,8 @@ class VideoSource:
     frame indices; :meth:`read` any indices.
 
     A backend is a subclass registered with :func:`register_backend`: its ``__init__(path,
-    num_threads, short_side, **options)`` opens the video (a :class:`VideoError` naming the file
+    num_threads, short_side, **options)`` opens the video (a path, or a :class:`Blob` in memory
+    for a video decoder: :func:`media_input`) (a :class:`VideoError` naming the file
     when it cannot) and :meth:`decode` returns uint8 ``(U, H, W, 3)`` frames at the short side in
     displayed orientation. Class attributes say what it needs: :attr:`requires` (the module whose
     import proves it can run) and :attr:`install` (how to get it)."""
@@ -101,7 +135,7 @@ class VideoSource:
     requires: ClassVar[str] = ""  # a module name; "" needs nothing beyond seqctx's own dependencies
     install: ClassVar[str] = ""
 
-    path: str | Path
+    path: Media
     num_frames: int
     access: Access = "seek"
 

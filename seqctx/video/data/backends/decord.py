@@ -3,13 +3,21 @@ exist; unmaintained since 2022, with no wheels for aarch64 Linux or Apple Silico
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .base import VideoError, VideoSource, register_backend, resize_frames, scaled_size, seeks_exactly
+from .base import (
+    Media,
+    VideoError,
+    VideoSource,
+    media_input,
+    register_backend,
+    resize_frames,
+    scaled_size,
+    seeks_exactly,
+)
 from .mp4 import mp4_rotation
 from .native import native_reason, native_stderr
 
@@ -26,11 +34,11 @@ def _numpy(frames: Any) -> np.ndarray:
 class _Probe:
     """What FFmpeg (through PyAV) says of a file without decoding: container, codec, coded size."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: Media) -> None:
         import av
 
         try:
-            with av.open(str(path), metadata_errors="ignore") as container:
+            with av.open(media_input(path), metadata_errors="ignore") as container:
                 stream = container.streams.video[0]
                 self.container = container.format.name
                 self.codec = stream.codec_context.name
@@ -52,7 +60,7 @@ class DecordSource(VideoSource):
     requires = "decord"
     install = "pip install decord==0.6.0 (wheels exist for Linux x86_64, macOS x86_64 and Windows only)"
 
-    def __init__(self, path: str | Path, num_threads: int = 1, short_side: int | None = None) -> None:
+    def __init__(self, path: Media, num_threads: int = 1, short_side: int | None = None) -> None:
         self.path, self.short_side = path, short_side
         probe = _Probe(path)
         exact = seeks_exactly(probe.container) and probe.codec != "mpeg4"
@@ -70,7 +78,7 @@ class DecordSource(VideoSource):
 
         try:
             with native_stderr() as logged:
-                return decord.VideoReader(str(self.path), **self.options)
+                return decord.VideoReader(media_input(self.path), **self.options)
         except Exception as e:  # decord raises its own DECORDError and RuntimeErrors
             reason = native_reason([*logged, *str(e).splitlines()[:1]], type(e).__name__)
             raise VideoError(f"{self.path}: decord cannot open it: {reason}") from e

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import math
-import os
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 from typing import BinaryIO
+
+from .base import Blob, Media
 
 
 def _boxes(f: BinaryIO, end: int) -> Iterator[tuple[bytes, int, int]]:
@@ -26,14 +27,15 @@ def _boxes(f: BinaryIO, end: int) -> Iterator[tuple[bytes, int, int]]:
         f.seek(start + size)
 
 
-def mp4_rotation(path: str | Path) -> int:
+def mp4_rotation(path: Media) -> int:
     """The display rotation of an MP4/MOV's video track in degrees counter-clockwise (0, 90, 180,
     270; what FFmpeg calls the display matrix and phones write), read from its ``tkhd`` matrix
     ``[a b u; c d v; x y w]`` as ``-atan2(b, a)``; 0 for other containers. (decord resizing a
     rotated video returns it unrotated, so its backend must know before opening.)"""
     try:
-        with open(path, "rb") as f:
-            end = os.fstat(f.fileno()).st_size
+        with io.BytesIO(path.data) if isinstance(path, Blob) else open(path, "rb") as f:
+            end = f.seek(0, io.SEEK_END)
+            f.seek(0)
             for kind, _, stop in _boxes(f, end):
                 if kind != b"moov":
                     continue

@@ -4,13 +4,12 @@ platform); opens what decord cannot (AV1, for one)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .base import VideoError, VideoSource, register_backend, rotate, scaled_size, seeks_exactly
+from .base import Media, VideoError, VideoSource, media_input, register_backend, rotate, scaled_size, seeks_exactly
 
 
 @register_backend
@@ -26,7 +25,7 @@ class PyAVSource(VideoSource):
     requires = "av"
     install = "pip install av"
 
-    def __init__(self, path: str | Path, num_threads: int = 1, short_side: int | None = None) -> None:
+    def __init__(self, path: Media, num_threads: int = 1, short_side: int | None = None) -> None:
         self.path, self.short_side, self.num_threads = path, short_side, num_threads
         self.container: Any = None
         try:
@@ -56,7 +55,7 @@ class PyAVSource(VideoSource):
 
         if self.container is not None:
             self.container.close()
-        self.container = av.open(str(self.path), metadata_errors="ignore")
+        self.container = av.open(media_input(self.path), metadata_errors="ignore")
         if not self.container.streams.video:
             raise VideoError(f"{self.path}: the file has no video stream")
         self.stream = self.container.streams.video[0]

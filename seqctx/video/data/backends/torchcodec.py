@@ -4,15 +4,14 @@ runs on; Debian: ``apt-get install ffmpeg``)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .base import VideoError, VideoSource, is_avi, register_backend, scaled_size
+from .base import Blob, Media, VideoError, VideoSource, is_avi, register_backend, scaled_size
 
 
-def _reason(error: Exception, path: str | Path) -> str:
+def _reason(error: Exception, path: Media) -> str:
     """torchcodec's message without its C++ source location and the file's path."""
     text = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return _SOURCE.sub("", text).replace(f": {path}", "").replace(str(path), "it").strip()
@@ -38,7 +37,7 @@ class TorchCodecSource(VideoSource):
         "system's FFmpeg libraries (Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg)"
     )
 
-    def __init__(self, path: str | Path, num_threads: int = 1, short_side: int | None = None) -> None:
+    def __init__(self, path: Media, num_threads: int = 1, short_side: int | None = None) -> None:
         from torchcodec.decoders import VideoDecoder, get_container_metadata
         from torchcodec.transforms import Resize
 
@@ -48,8 +47,9 @@ class TorchCodecSource(VideoSource):
                 f"{path}: torchcodec cannot read AVI frame-exactly (measured: its seeks land up to two frames off "
                 "and a read from the first frame ends early); read it with pyav or decord, or `seqctx data prepare` it"
             )
+        source = path.data if isinstance(path, Blob) else str(path)
         try:
-            header = get_container_metadata(str(path))
+            header = get_container_metadata(source)
             if header.best_video_stream_index is None:
                 raise VideoError(f"{path}: the file has no video stream")
             stream = header.streams[header.best_video_stream_index]
@@ -57,7 +57,7 @@ class TorchCodecSource(VideoSource):
             size = scaled_size(height, width, short_side)
             transforms = [Resize(size)] if size != (height, width) else None
             self.decoder: Any = VideoDecoder(
-                str(path), dimension_order="NHWC", num_ffmpeg_threads=num_threads, seek_mode="exact",
+                source, dimension_order="NHWC", num_ffmpeg_threads=num_threads, seek_mode="exact",
                 transforms=transforms,
             )  # fmt: skip
         except VideoError:
