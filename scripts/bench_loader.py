@@ -156,6 +156,115 @@ def throughput(root: Path, items: int) -> list[dict[str, object]]:
     return rows
 
 
+def mmaction2_pipeline(path: Path, sampling: str, packed: bool) -> Callable[[int], object]:
+    """mmaction2 1.2.0's video pipeline for the same item (DecordInit -> SampleFrames ->
+    DecordDecode -> Resize to a short side of 256 -> CenterCrop 224), in test mode; ``packed``:
+    then FormatShape('NCTHW') and PackActionInputs, as its test configs end (a model's input
+    tensor, which seqctx's item is)."""
+    from mmaction.datasets.transforms import (
+        CenterCrop,
+        DecordDecode,
+        DecordInit,
+        FormatShape,
+        PackActionInputs,
+        Resize,
+        SampleFrames,
+    )  # fmt: skip
+
+    kind, length, interval = SAMPLERS[sampling]
+    sample = (SampleFrames(clip_len=1, frame_interval=1, num_clips=length, test_mode=True) if kind == "segments"
+              else SampleFrames(clip_len=length, frame_interval=interval, num_clips=1, test_mode=True))  # fmt: skip
+    steps = [DecordInit(num_threads=1), sample, DecordDecode(), Resize(scale=(-1, 256)), CenterCrop(crop_size=224)]
+    if packed:
+        steps += [FormatShape(input_format="NCTHW"), PackActionInputs()]
+
+    def run(i: int) -> object:
+        item: dict = {"filename": str(path), "start_index": 0, "modality": "RGB"}
+        for step in steps:
+            item = step(item)
+        return item["inputs"] if packed else item["imgs"]
+
+    return run
+
+
+def seqctx_eval_item(
+    root: Path, path: Path, sampler, timeout: float | None, short_side: int | None = 256
+) -> Callable[[int], object]:
+    """seqctx's evaluation item for the same clip: segment centres or one dense clip, short side
+    256 (``data.scale_size``), centre crop 224, decoding under ``data.decode_timeout`` at
+    ``data.decode_short_side`` (256, as the Kinetics configs set it)."""
+    from seqctx.video.data import VideoListDataset, build_transform
+
+    (root / "eval.txt").write_text(f"{path.resolve()} 0\n")  # an absolute path: read as given
+    ds = VideoListDataset(
+        root / "eval.txt", root, on_error="raise", decode_timeout=timeout, sampler=sampler, short_side=short_side,
+        transform=build_transform(False, size=224, scale_size=256), backend="decord",
+    )  # fmt: skip
+    return lambda i: ds[0]
+
+
+PIPELINES = ("mmaction2", "mmaction2 packed", "seqctx", "seqctx no limit", "seqctx full decode", "decord alone")
+
+
+def rate_child(pipeline: str, path: str, sampling: str, items: int) -> None:
+    """Items/s of one pipeline on one clip, in this fresh process (printed as JSON): each library
+    alone in its process and environment, as its users run it (importing mmaction2's OpenCV
+    beside seqctx slowed seqctx's transform 1.6x in one process)."""
+    torch.set_num_threads(1)
+    if pipeline.startswith("mmaction2"):
+        import cv2 as opencv
+
+        opencv.setNumThreads(0)  # mmengine's default for training (env_cfg opencv_num_threads=0)
+        run = mmaction2_pipeline(Path(path), sampling, packed=pipeline.endswith("packed"))
+    else:
+        from seqctx.video.data import build_sampler
+
+        kind, length, interval = SAMPLERS[sampling]
+        sampler = build_sampler(kind, train=False, num_segments=length, frame_interval=interval)
+        if pipeline == "decord alone":
+            run = decord_alone(Path(path), sampler, None)
+        else:
+            timeout = None if pipeline == "seqctx no limit" else 120.0
+            short_side = None if pipeline == "seqctx full decode" else 256
+            with tempfile.TemporaryDirectory() as tmp:
+                run = seqctx_eval_item(Path(tmp), Path(path), sampler, timeout, short_side)
+    print(json.dumps(items_per_second(run, items)))
+
+
+def mmaction2(root: Path, items: int, python: str) -> list[dict[str, object]]:
+    """seqctx against mmaction2 1.2.0's pipeline on the same clips, and against decord alone (its
+    ``get_batch`` of the item's frames): items/s ratios, each measurement in a fresh process,
+    interleaved rounds. ``python``: an interpreter where mmaction2 imports (a side environment:
+    ``pip install --no-deps mmaction2==1.2.0 mmengine mmcv-lite==2.1.0`` plus ``addict yapf
+    termcolor rich opencv-python-headless``, torch and decord)."""
+    import statistics
+
+    make_sources(root)
+    clips = {name: root / f"{name}.mp4" for name in SIZES}
+    clips |= {f"SSv2 {p.stem}.webm": p for p in sorted((REAL.parents[1] / "ssv2" / "videos").glob("*.webm"))}
+    rows = []
+    for name, path in clips.items():
+        for sampling in SAMPLERS:
+            rates: dict[str, list[float]] = {k: [] for k in PIPELINES}
+            for _ in range(3):  # interleaved rounds: machine noise hits every pipeline alike
+                for k in PIPELINES:
+                    exe = python if k.startswith("mmaction2") else sys.executable
+                    out = subprocess.run([exe, __file__, "--rate", k, str(path), sampling, str(items)], check=True,
+                                         capture_output=True, text=True).stdout  # fmt: skip
+                    rates[k].append(json.loads(out.split()[-1]))
+            best = {k: statistics.median(v) for k, v in rates.items()}
+            rows.append({
+                "source": name, "sampling": sampling, **{f"{k} it/s": v for k, v in best.items()},
+                "seqctx/mmaction2": best["seqctx"] / best["mmaction2"],
+                "seqctx/mmaction2 packed": best["seqctx"] / best["mmaction2 packed"],
+                "seqctx/decord": best["seqctx"] / best["decord alone"],
+                "no limit/mmaction2": best["seqctx no limit"] / best["mmaction2"],
+                "full decode/mmaction2": best["seqctx full decode"] / best["mmaction2"],
+            })  # fmt: skip
+            print(f"mmaction2 {name} {sampling}", flush=True)
+    return rows
+
+
 def rss_growth_child(setting: str, path: str) -> None:
     """One 10-clip x 3-crop test item in this (fresh) process; prints the peak RSS growth in MiB."""
     import numpy as np
@@ -202,15 +311,25 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=6, help="items timed per setting")
     p.add_argument("--out", default="bench_results/loader.json")
-    p.add_argument("--tables", nargs="+", choices=["throughput", "backends", "memory"],
+    p.add_argument("--tables", nargs="+", choices=["throughput", "backends", "memory", "mmaction2"],
                    default=["throughput", "backends", "memory"])  # fmt: skip
+    p.add_argument(
+        "--mmaction2-python",
+        default=sys.executable,
+        help="the mmaction2 table: an interpreter where mmaction2 1.2.0 imports (a side environment)",
+    )
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--rate", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         rss_growth_child(*args.child)
         return
+    if args.rate:
+        rate_child(*args.rate[:3], int(args.rate[3]))
+        return
     torch.set_num_threads(1)
-    tables = {"throughput": throughput, "backends": backends, "memory": lambda root, _: memory(root)}
+    tables = {"throughput": throughput, "backends": backends, "memory": lambda root, _: memory(root),
+              "mmaction2": lambda root, items: mmaction2(root, items, args.mmaction2_python)}  # fmt: skip
     results: dict[str, object] = {"items": args.items}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.tables:

@@ -22,13 +22,16 @@ from .mp4 import mp4_rotation
 from .native import native_reason, native_stderr
 
 
-def _numpy(frames: Any) -> np.ndarray:
-    """A decord result as NumPy, whatever bridge another library set process-wide
-    (``decord.bridge.set_bridge("torch")``, as pytorchvideo does, makes decord return tensors;
-    MXNet's arrays have ``asnumpy`` like decord's own, TensorFlow's ``numpy``)."""
+def _tensor(frames: Any) -> torch.Tensor:
+    """A decord result as a uint8 tensor, whatever bridge another library set process-wide
+    (``decord.bridge.set_bridge("torch")``, as pytorchvideo does, makes decord return tensors):
+    decord's own arrays are taken over through DLPack without a copy (``asnumpy`` copied every
+    decoded frame once more); MXNet's and TensorFlow's through NumPy."""
     if isinstance(frames, torch.Tensor):
-        return frames.numpy()
-    return frames.asnumpy() if hasattr(frames, "asnumpy") else np.asarray(frames.numpy())
+        return frames
+    if hasattr(frames, "to_dlpack"):
+        return torch.utils.dlpack.from_dlpack(frames.to_dlpack())
+    return torch.from_numpy(frames.asnumpy() if hasattr(frames, "asnumpy") else np.asarray(frames.numpy()))
 
 
 class _Probe:
@@ -86,17 +89,16 @@ class DecordSource(VideoSource):
     def decode(self, unique: list[int]) -> torch.Tensor:
         try:
             if self.access == "seek":
-                frames = _numpy(self.reader.get_batch(unique))  # (U, H, W, 3) uint8
+                frames = _tensor(self.reader.get_batch(unique))  # (U, H, W, 3) uint8
             else:
                 reader = self._open() if self.used else self.reader
                 wanted, kept = set(unique), []
                 for i in range(unique[-1] + 1):
                     frame = reader.next()
                     if i in wanted:
-                        kept.append(_numpy(frame))
-                frames = np.stack(kept)
+                        kept.append(_tensor(frame))
+                frames = torch.stack(kept)
             self.used = True
         except Exception as e:
             raise VideoError(f"{self.path}: decord failed to decode frames {unique[:5]}...: {e}") from e
-        frames = torch.from_numpy(frames)
         return resize_frames(frames, self.short_side) if self.resize_after else frames
