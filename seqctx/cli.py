@@ -94,6 +94,12 @@ def _analyze(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     if (args.checkpoint is None) == (args.onnx is None):
         raise UserError("seqctx predict takes --checkpoint CKPT (PyTorch) or --onnx FILE (onnxruntime): one of the two")
+    if args.stream is not None:
+        if args.videos:
+            raise UserError(f"--stream reads one source; the videos {' '.join(args.videos)} are not part of it")
+        return _predict_stream(args)
+    if not args.videos:
+        raise UserError("seqctx predict needs video files or folders (or --stream SOURCE)")
     if args.onnx is not None:
         from seqctx.video.export import predict_onnx
 
@@ -118,9 +124,37 @@ def _predict(args: argparse.Namespace) -> int:
     return int(bool(failed))
 
 
+def _predict_stream(args: argparse.Namespace) -> int:
+    import json
+
+    from seqctx.stopping import Stopped
+    from seqctx.video.online.predict import StreamStats, load_recognizer, predict_stream
+
+    recognizer, classes, size, scale_size = load_recognizer(args.checkpoint, args.onnx, args.set, args.smoothing)
+    warmup = args.warmup if args.warmup is not None else recognizer.smoothing
+    stats = StreamStats()
+    try:
+        for r in predict_stream(
+            args.stream, recognizer, classes, size, scale_size, stats, args.every, warmup, args.top
+        ):
+            if args.json:
+                print(json.dumps({"frame": r.frame, "latency_ms": round(r.latency_ms, 2), "top": r.top,
+                                  "smoothed": r.smoothed}), flush=True)  # fmt: skip
+            else:
+                shown = ", ".join(f"{name} {score:.3f}" for name, score in r.smoothed)
+                print(f"frame {r.frame:6d}  {r.latency_ms:6.1f} ms  {shown}", flush=True)
+    except (Stopped, KeyboardInterrupt):
+        print(stats.summary(), file=sys.stderr, flush=True)  # what the stream did before the stop
+        raise
+    print(stats.summary(), file=sys.stderr)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from seqctx.video.export import export_checkpoint, verify_export
 
+    if args.online:
+        return _export_online(args)
     exported, recognizer = export_checkpoint(args.checkpoint, args.out, args.format, args.frames, args.size, args.set,
                                              optimize=not args.no_optimize)  # fmt: skip
     print(f"{exported.path}: {exported.format}, input {exported.frames} frames of {exported.size}x{exported.size} "
@@ -133,6 +167,21 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_online(args: argparse.Namespace) -> int:
+    from seqctx.video.online.onnx import export_online, verify_online
+
+    if args.format != "onnx" or args.frames is not None:
+        raise UserError("--online writes the frame-by-frame ONNX graph: no --format pt2, no --frames")
+    exported, net = export_online(args.checkpoint, args.out, args.size, args.set, optimize=not args.no_optimize)
+    print(f"{exported.path}: online onnx, input one {exported.size}x{exported.size} frame per stream (uint8 N x H x W "
+          f"x 3, N dynamic) and {len(exported.buffers)} buffers, {len(exported.classes)} classes")  # fmt: skip
+    if args.verify:
+        verify_online(exported, net)
+        print(f"  {exported.frames_checked} frames streamed: largest |onnxruntime - PyTorch| logit difference "
+              f"{exported.max_abs_diff:.2e}")  # fmt: skip
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from seqctx.video.analysis import analyze
     from seqctx.video.engine.demo import DEMO_CONFIG, run_demo
@@ -141,8 +190,14 @@ def _demo(args: argparse.Namespace) -> int:
     print()
     for r in rows:
         acc = f"top-1 {r['top1']:5.1f}  top-5 {r['top5']:5.1f}  mean-class {r['mean_class_accuracy']:5.1f}"
-        print(f"{r['model']:8s} {acc}  ({r['minutes']:.1f} min)  plots: {r['plots']}")
+        print(f"{r['model']:10s} {acc}  ({r['minutes']:.1f} min)  plots: {r['plots']}")
     print("Classes come in time-reversed pairs: a frame-order-blind model (TSN) tops out near 50% top-1.")
+    from seqctx.video.online.evaluate import streamed_accuracy
+
+    online = streamed_accuracy(Path(args.work_dir) / "tsm_online" / "latest.pt")
+    print(f"TSM online (shift from frame t-1 only), {online.videos} validation videos: top-1 {online.offline_top1:.1f} "
+          f"offline (each clip at once), {online.streamed_top1:.1f} streamed frame by frame (largest clip logit "
+          f"difference {online.max_logit_diff:.1e})")  # fmt: skip
     run = Path(args.work_dir) / "tsm_cgc"
     print(f"\nthe papers' analyses of the TSM+CGC model ({DEMO_ANALYSIS_VIDEOS} validation videos), against TSM:")
     outcomes = analyze(None, run / "latest.pt", Path(args.work_dir) / "analysis", DEMO_ANALYSIS_VIDEOS,
@@ -204,7 +259,8 @@ def _models(args: argparse.Namespace) -> int:
     from seqctx.video.models import MODELS
 
     for info in MODELS.values():
-        print(f"{info.name:10s} contexts: {', '.join(info.contexts)}")
+        shifts = "; shift: offline, online (no cgc)" if info.family.temporal_shift else ""
+        print(f"{info.name:10s} contexts: {', '.join(info.contexts)}{shifts}")
     return 0
 
 
@@ -393,7 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="a training checkpoint (PyTorch)")
     p.add_argument("--onnx", help="an ONNX file of `seqctx export` (onnxruntime), instead of --checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. data.backend=pyav")
-    p.add_argument("videos", nargs="+", help="video files, or folders of videos (before or after the options)")
+    p.add_argument("videos", nargs="*", help="video files, or folders of videos (before or after the options)")
+    p.add_argument("--stream", metavar="SOURCE", help="an online TSM frame by frame over SOURCE: a video file, a frame "
+                   "folder, a camera (/dev/video0) or a URL FFmpeg opens (rtsp://, http://)")  # fmt: skip
+    p.add_argument("--every", type=int, default=1, help="--stream: process every N-th frame (default 1)")
+    p.add_argument("--warmup", type=int, help="--stream: processed frames before printing (default model.num_segments)")
+    p.add_argument("--smoothing", type=int, default=8, help="--stream: frames the smoothed top-k averages (default 8)")
+    p.add_argument("--top", type=int, default=5, help="--stream: classes per frame (default 5)")
+    p.add_argument("--json", action="store_true", help="--stream: one JSON object per frame instead of text")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("export", help="a trained model as ONNX or a torch.export program, for serving")
@@ -404,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="frame side (default: data.size, the size it was trained at)")
     p.add_argument("--verify", action="store_true", help="run the file on random clips, print its largest difference")
     p.add_argument("--no-optimize", action="store_true", help="skip onnxscript's graph optimiser (a faster export)")
+    p.add_argument("--online", action="store_true", help="an online TSM as (frame, *buffers) -> (logits, *buffers)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_export)
 

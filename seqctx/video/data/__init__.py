@@ -22,6 +22,7 @@ from .datasets import (
 from .decode import BACKENDS, Backend, VideoError, check_backend, installed_backends, open_video, read_frames
 from .index import StringTable, VideoIndex, VideoRecord
 from .sampling import Clips, build_sampler, sample_dense, sample_segments
+from .shards import ShardDataset
 from .synthetic import SynthConfig, generate_synthetic
 from .transforms import build_transform, fold_views, normalize_clips
 
@@ -34,6 +35,7 @@ __all__ = [
     "ON_ERROR",
     "KineticsDataset",
     "SomethingSomethingV1",
+    "ShardDataset",
     "SomethingSomethingV2",
     "SynthConfig",
     "VideoDataset",

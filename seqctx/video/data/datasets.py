@@ -481,7 +481,7 @@ class VideoListDataset(VideoDataset):
 
 
 DatasetFormat = Literal["kinetics", "ssv2", "ssv1", "list", "shards"]
-DATASET_TYPES: dict[str, type[VideoDataset]] = {
+DATASET_TYPES: dict[str, type[VideoDataset]] = {  # "shards": added by .shards (it builds on VideoDataset)
     "kinetics": KineticsDataset,
     "ssv2": SomethingSomethingV2,
     "ssv1": SomethingSomethingV1,
@@ -535,12 +535,11 @@ def build_dataset(
         if path is not None and not Path(path).is_file():
             raise DataError(f"{what} {path} not found")
     fmt = format or detect_format(annotation)
-    if fmt not in (*DATASET_TYPES, "shards"):
-        raise DataError(f"unknown dataset format {fmt!r}; valid formats: {', '.join(DATASET_TYPES)}, shards")
+    if fmt not in DATASET_TYPES:
+        raise DataError(f"unknown dataset format {fmt!r}; valid formats: {', '.join(DATASET_TYPES)}")
     if fmt == "shards":
-        from .shards import ShardDataset
-
-        return ShardDataset(str(annotation), classes=classes or (read_label_list(labels) if labels else ()), **kwargs)
+        names = classes or (read_label_list(labels) if labels else ())
+        return DATASET_TYPES[fmt](str(annotation), classes=names, **kwargs)  # type: ignore[call-arg]
     if remote:
         raise DataError(f"{annotation}: only a shard index (data.format: shards) is read from a URL; copy the "
                         "annotation file to this machine")  # fmt: skip

@@ -52,7 +52,7 @@ import torch
 from seqctx.errors import DataError
 
 from .backends.base import Blob, VideoError
-from .datasets import VideoDataset
+from .datasets import DATASET_TYPES, VideoDataset
 from .index import VideoIndex
 
 log = logging.getLogger(__name__)
@@ -171,10 +171,10 @@ class ShardDataset(VideoDataset):
         super().__init__(index, posixpath.dirname(shards.url), classes=list(classes) or shards.classes, **kwargs)
         self.shards, self.shuffle_buffer = shards, shuffle_buffer
         self._fs: Any = None  # the file system of the shards, made in each process that reads
-        self._pid = 0
+        self._base, self._pid = "", 0  # the index's folder in that file system; the process it was made in
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"_fs": None, "_pid": 0}  # a loader worker makes its own (s3fs is not fork-safe)
+        return self.__dict__ | {"_fs": None, "_base": "", "_pid": 0}  # each process makes its own (s3fs: not fork-safe)
 
     def file_system(self) -> tuple[Any, str]:
         """``(fs, path of the index's folder)`` for this process."""
@@ -209,7 +209,7 @@ class ShardDataset(VideoDataset):
                 break
             except FileNotFoundError:
                 raise VideoError(f"{name}: shard {url} not found") from None
-            except (OSError, TimeoutError, ConnectionError) as e:  # a network error: retried
+            except Exception as e:  # a network error (OSError, botocore's, aiohttp's): retried, then the sample fails
                 if attempt == RETRIES - 1:
                     raise VideoError(f"{name}: reading shard {url} failed {RETRIES} times: {e}") from e
                 log.warning("reading %s failed (%s); retrying", url, e)
@@ -222,6 +222,9 @@ class ShardDataset(VideoDataset):
     def shuffled(self, generator: torch.Generator) -> list[int]:
         """The epoch's order when shuffling: :func:`epoch_order` over this index's shards."""
         return epoch_order([int(shard["samples"]) for shard in self.shards.shards], generator, self.shuffle_buffer)
+
+
+DATASET_TYPES["shards"] = ShardDataset
 
 
 def _fps(path: Path) -> float:

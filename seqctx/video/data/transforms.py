@@ -142,11 +142,22 @@ def normalize_clips(
 ) -> Tensor:
     """uint8 clips ``(..., C, T, H, W)`` (a batch from the loader, on any device) -> float32
     ``(x / 255 - mean) / std`` per channel, computed as ``x * (1 / (255 std)) - mean / std``."""
-    std_t = torch.tensor(std, dtype=torch.float64)
-    scale = (1.0 / (255.0 * std_t)).float().to(clips.device).view(-1, 1, 1, 1)
-    shift = (torch.tensor(mean, dtype=torch.float64) / std_t).float().to(clips.device).view(-1, 1, 1, 1)
+    scale, shift = normalization(3, mean, std)
     out = torch.empty(clips.shape, dtype=torch.float32, device=clips.device).copy_(clips)
-    return out.mul_(scale).sub_(shift)
+    return out.mul_(scale.to(clips.device)).sub_(shift.to(clips.device))
+
+
+def normalization(
+    trailing: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> tuple[Tensor, Tensor]:
+    """``(scale, shift)`` of :func:`normalize_clips`, ``1 / (255 std)`` and ``mean / std``,
+    computed in float64 and stored as float32, shaped ``(C,) + (1,) * trailing`` to broadcast over
+    the channel axis of ``(..., C, *trailing dims)`` (the constants exported graphs hold)."""
+    std_t = torch.tensor(std, dtype=torch.float64)
+    shape = (-1,) + (1,) * trailing
+    return (1.0 / (255.0 * std_t)).float().view(shape), (torch.tensor(mean, dtype=torch.float64) / std_t).float().view(
+        shape
+    )
 
 
 def build_transform(

@@ -95,7 +95,7 @@ def make_model(cfg: Config) -> nn.Module:
         return build_model(
             m.name, m.num_classes, num_segments=m.num_segments, context=m.context, dropout=m.dropout,
             pretrained=m.pretrained, width=m.width, input_size=cfg.data.size, stride_in_1x1=m.stride_in_1x1,
-            context_kwargs=m.context_kwargs,
+            context_kwargs=m.context_kwargs, shift=m.shift,
         )  # fmt: skip
     except (ValueError, TypeError) as e:  # a value the model's constructors reject (context_kwargs, ...)
         if isinstance(e, UserError):

@@ -39,6 +39,7 @@ class ModelConfig:
     width: int = 64
     stride_in_1x1: bool = False
     context_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {reduction: 8} for se
+    shift: Literal["offline", "online"] = "offline"  # TSM: online = from frame t-1 only (streams, seqctx.video.online)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from seqctx.video.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from seqctx.video.data.transforms import normalization
 
 INPUT_LAYOUT = "uint8 (N, T, H, W, 3): RGB frames 0-255 as a decoder gives them; N is dynamic"
 
@@ -13,16 +13,16 @@ INPUT_LAYOUT = "uint8 (N, T, H, W, 3): RGB frames 0-255 as a decoder gives them;
 class ClipRecognizer(nn.Module):
     """``model`` (eval mode) behind the input normalisation: uint8 clips ``(N, T, H, W, 3)`` ->
     ``(N, 3, T, H, W)``, ``x * (1 / (255 std)) - mean / std`` with ImageNet's statistics, the
-    same float32 constants and operations as training's :func:`~seqctx.video.data.normalize_clips`
+    same float32 constants (:func:`~seqctx.video.data.transforms.normalization`) and operations as
+    training's :func:`~seqctx.video.data.normalize_clips`
     (out of place here: what an exported graph holds) -> logits ``(N, K)``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model.eval()
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float64)
-        self.register_buffer("scale", (1.0 / (255.0 * std)).float().view(1, 3, 1, 1, 1), persistent=False)
-        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
-        self.register_buffer("shift", (mean / std).float().view(1, 3, 1, 1, 1), persistent=False)
+        scale, shift = normalization(3)  # (3, 1, 1, 1): over (N, 3, T, H, W)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
 
     def forward(self, clips: Tensor) -> Tensor:
         x = clips.permute(0, 4, 1, 2, 3).contiguous().float()  # (N, 3, T, H, W), laid out as training's

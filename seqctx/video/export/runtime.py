@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,30 +14,38 @@ import torch
 from seqctx.errors import UserError
 
 
+def open_session(path: str | Path, threads: int | None = None) -> tuple[Any, dict]:
+    """An onnxruntime CPU session for a file ``seqctx export`` wrote, and its metadata; a
+    :class:`UserError` naming the file when it is missing, unreadable or not one of ours."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("running ONNX files needs onnxruntime: pip install 'seqctx[export]'") from None
+    if not Path(path).is_file():
+        raise UserError(f"no ONNX file at {path}")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's InvalidProtobuf, InvalidArgument, ...: not a usable ONNX file
+        reason = str(e).split(" : ")[-1] if " : " in str(e) else str(e)
+        raise UserError(f"{path} is not a readable ONNX file ({Path(path).stat().st_size} bytes; onnxruntime: "
+                        f"{reason}); use the file `seqctx export` wrote") from None  # fmt: skip
+    props = session.get_modelmeta().custom_metadata_map
+    if "seqctx" not in props:
+        raise UserError(f"{path} was not written by `seqctx export` (no seqctx metadata)")
+    return session, json.loads(props["seqctx"])
+
+
 class OnnxRecognizer:
     """An ONNX file written by ``seqctx export``: ``logits(clips)`` for uint8 ``(N, T, H, W, 3)``,
     ``classes``, ``frames``, ``size`` and the run's ``config`` from its metadata."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UserError("running ONNX files needs onnxruntime: pip install 'seqctx[export]'") from None
-        if not Path(path).is_file():
-            raise UserError(f"no ONNX file at {path}")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime's InvalidProtobuf, InvalidArgument, ...: not a usable ONNX file
-            reason = str(e).split(" : ")[-1] if " : " in str(e) else str(e)
-            raise UserError(f"{path} is not a readable ONNX file ({Path(path).stat().st_size} bytes; onnxruntime: "
-                            f"{reason}); use the file `seqctx export` wrote") from None  # fmt: skip
-        props = self.session.get_modelmeta().custom_metadata_map
-        if "seqctx" not in props:
-            raise UserError(f"{path} was not written by `seqctx export` (no seqctx metadata)")
-        meta = json.loads(props["seqctx"])
+        self.session, meta = open_session(path, threads)
+        if meta.get("online"):
+            raise UserError(f"{path} is an online (frame by frame) model: run it with `seqctx predict --stream`")
         self.classes: list[str] = meta["classes"]
         self.frames: int = meta["frames"]
         self.size: int = meta["size"]

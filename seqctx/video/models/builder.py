@@ -18,6 +18,9 @@ from .resnet import DEPTHS, ResNetTrunk, TrunkSpec
 from .weights import load_pretrained
 
 BRANCH_CONTEXTS = ("se", "ge", "ge_theta", "ge_theta_plus", "ce", "ce_all")
+SHIFTS = ("offline", "online")
+# contexts that pool over a clip's frames (later ones too): not for models that see one frame at a time
+CLIP_CONTEXTS = ("cgc",)
 
 
 def plain_spec(depth: int, width: int = 64) -> TrunkSpec:
@@ -113,12 +116,15 @@ CONTEXT_FIELDS: dict[str, Callable[[Family, int], dict[str, object]]] = {
 }
 
 
-def _layer_builder(info: ModelInfo, context: str | None, num_segments: int, kwargs: dict[str, object]) -> LayerBuilder:
+def _layer_builder(
+    info: ModelInfo, context: str | None, num_segments: int, kwargs: dict[str, object], online: bool
+) -> LayerBuilder:
     family = info.family
     fields: dict[str, object] = {"dims": family.dims, "context_kwargs": kwargs}
     if family.segments:
         fields["num_segments"] = num_segments
         fields["temporal_shift"] = family.temporal_shift
+        fields["online_shift"] = online
     if context is not None:
         fields.update(CONTEXT_FIELDS[context](family, info.depth))
     return LayerBuilder(**fields)  # type: ignore[arg-type]
@@ -136,6 +142,7 @@ def build_model(
     input_size: int = 224,
     context_kwargs: dict[str, object] | None = None,
     stride_in_1x1: bool = False,
+    shift: str = "offline",
 ) -> nn.Module:
     """Build a backbone with a classification head; every model maps ``(N, 3, T, H, W)`` float clips
     to ``(N, num_classes)`` logits (image ``resnet*`` models also take ``(N, 3, H, W)``).
@@ -160,6 +167,9 @@ def build_model(
         context_kwargs: extra arguments for the context operators (e.g. ``{"reduction": 8}``).
         stride_in_1x1: put a stage's stride on the bottleneck's first 1x1 conv (the original
             ResNet, the official GCT ResNet and its checkpoints) instead of the 3x3 (torchvision).
+        shift: TSM's ``"offline"`` bi-directional shift, or the ``"online"`` uni-directional one
+            (from frame t-1 only: a model for streams, :mod:`seqctx.video.online`); TSM models
+            only, and not with a context that pools over the clip's frames (CGC's video context).
     """
     info = MODELS.get(name)
     if info is None:
@@ -170,7 +180,18 @@ def build_model(
         )
     if num_segments < 1 or width < 1 or input_size < 1:
         raise ValueError(f"num_segments, width and input_size must be >= 1, got {num_segments}, {width}, {input_size}")
-    builder = _layer_builder(info, context, num_segments, dict(context_kwargs or {}))
+    if shift not in SHIFTS:
+        raise ValueError(f"shift must be one of {', '.join(SHIFTS)}, got {shift!r}")
+    online = shift == "online"
+    if online and not info.family.temporal_shift:
+        raise ValueError(f"shift='online' is TSM's uni-directional shift; {name} has no shift (use a tsm_* model)")
+    if online and context in CLIP_CONTEXTS:
+        online_contexts = ", ".join(c for c in info.contexts if c not in CLIP_CONTEXTS)
+        raise ValueError(
+            f"context {context!r} pools its gate's context over the clip's frames, later ones too, so an online "
+            f"model (one frame at a time) cannot use it; online TSM takes {online_contexts} or None"
+        )
+    builder = _layer_builder(info, context, num_segments, dict(context_kwargs or {}), online)
     spec = replace(info.family.spec(info.depth, width), stride_in_1x1=stride_in_1x1)
     frames = num_segments if (info.family.segments or info.family.dims == 3) else 1
     trunk = ResNetTrunk(spec, builder, (frames, input_size, input_size))

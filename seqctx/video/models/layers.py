@@ -38,6 +38,7 @@ class LayerBuilder:
         num_segments: frames per video of a 2D frame model: CGC layers then pool a per-video
             spatio-temporal context; with ``temporal_shift`` the blocks get TSM's shift.
         temporal_shift: put ``TemporalShift(num_segments)`` on every residual branch (TSM).
+        online_shift: make that shift the uni-directional one of online TSM (from frame t-1 only).
         pre_conv: context operator placed before convolutions (``"gct"``) or None.
         pre_conv_last: place it before only the last ``pre_conv_last`` convolutions of each
             residual block (0 = before every convolution, stem and shortcuts included).
@@ -51,6 +52,7 @@ class LayerBuilder:
     cgc: frozenset[str] = frozenset()
     num_segments: int | None = None
     temporal_shift: bool = False
+    online_shift: bool = False
     pre_conv: str | None = None
     pre_conv_last: int = 0
     branch: str | None = None
@@ -101,7 +103,7 @@ class LayerBuilder:
 
     def shift(self) -> nn.Module:
         if self.temporal_shift and self.num_segments is not None:
-            return TemporalShift(self.num_segments)
+            return TemporalShift(self.num_segments, online=self.online_shift)
         return nn.Identity()
 
     def before(self, slot: str, channels: int, block: Sequence[str] = ()) -> nn.Module:

@@ -5,6 +5,7 @@ uninterrupted run; `seqctx test` over shards equals over files, each video once;
 the loopback interface (moto's server mode, a process of its own): training and testing from
 `s3://` equal local shards."""
 
+import contextlib
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ import pytest
 
 from seqctx.cli import main
 from seqctx.stopping import Preempted
+from seqctx.video.data import build_dataset
 from seqctx.video.data.shards import ShardIndex
 from seqctx.video.engine import Trainer
 
@@ -134,10 +136,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 server, a process of its own on the loopback interface; the endpoint and
-    credentials in the usual environment variables, as a user's would be."""
+def start_s3_server() -> tuple[subprocess.Popen, dict[str, str]]:
+    """moto's S3 server, a process of its own on a free loopback port, and the environment a user
+    would set for it (endpoint, credentials)."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -147,17 +148,56 @@ def s3_server():
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return server, env
         except OSError:
             assert server.poll() is None and time.monotonic() < deadline, "the S3 server did not start"
             time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]):
+    """``env`` in os.environ (and fresh S3 clients: fsspec caches file systems, endpoint included)."""
+    import s3fs
+
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    yield env
-    for k, v in saved.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    server, env = start_s3_server()
+    with environment(env):
+        yield env
     server.terminate()
     server.wait(timeout=30)
+
+
+def test_a_network_error_is_retried_then_fails_that_sample_named(prepared, tmp_path, caplog):
+    import s3fs
+
+    server, env = start_s3_server()
+    try:
+        with environment(env):
+            s3fs.S3FileSystem().put(str(prepared / "shards"), "seqctx-net/k", recursive=True)
+            dataset = build_dataset("s3://seqctx-net/k/train/index.json", "", decode_timeout=None, on_error="drop")
+            assert dataset[0][0] is not None
+            server.kill()  # the store goes away mid-epoch
+            server.wait()
+            start = time.monotonic()
+            views, _, meta = dataset[1]
+            assert views is None and "failed 3 times" in meta["error"], meta
+            assert meta["error"].startswith(f"s3://seqctx-net/k/train/{dataset.shards.shards[0]['name']}#")
+            assert caplog.text.count("retrying") == 2 and time.monotonic() - start < 60
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_training_and_testing_from_s3_equal_local_shards(synth, prepared, trained, s3_server, tmp_path):
