@@ -528,18 +528,18 @@ def build_dataset(
     """The dataset for an annotation file (format detected unless given); ``labels`` is the
     labels file of SSv1/SSv2 or Kinetics' optional label map; ``classes`` the run's class list
     (Kinetics' label indices; the names of a list file's labels), when the run has decided it;
-    ``kwargs`` go to the dataset. A shard index (``shards``) may be a URL; ``root`` is unused
-    there (the shards lie beside their index)."""
+    ``kwargs`` go to the dataset. A shard index (``shards``) may be a URL; ``root`` and
+    ``labels`` are unused there (the shards lie beside their index, which holds the class list)."""
     remote = "://" in str(annotation)
-    for what, path in (("annotation file", None if remote else annotation), ("labels file", labels)):
-        if path is not None and not Path(path).is_file():
-            raise DataError(f"{what} {path} not found")
+    if not remote and not Path(annotation).is_file():
+        raise DataError(f"annotation file {annotation} not found")
     fmt = format or detect_format(annotation)
     if fmt not in DATASET_TYPES:
         raise DataError(f"unknown dataset format {fmt!r}; valid formats: {', '.join(DATASET_TYPES)}")
-    if fmt == "shards":
-        names = classes or (read_label_list(labels) if labels else ())
-        return DATASET_TYPES[fmt](str(annotation), classes=names, **kwargs)  # type: ignore[call-arg]
+    if fmt == "shards":  # the index carries its class list (OUT/classes.txt): ``labels`` is not read
+        return DATASET_TYPES[fmt](str(annotation), classes=classes or (), **kwargs)  # type: ignore[call-arg]
+    if labels is not None and not Path(labels).is_file():
+        raise DataError(f"labels file {labels} not found")
     if remote:
         raise DataError(f"{annotation}: only a shard index (data.format: shards) is read from a URL; copy the "
                         "annotation file to this machine")  # fmt: skip

@@ -65,7 +65,7 @@ def export_online(
                  "output": "logits (N, num_classes), then each buffer for the next frame (buffer_i_next)"})  # fmt: skip
     batch = torch.export.Dim("batch", min=1, max=4096)  # one for every input: the streams of a call
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The axis name: batch will not be used")  # it is, on every input
+        warnings.filterwarnings("ignore", ".*The axis name: batch will not be used")  # it is, on every input
         program = torch.onnx.export(
             net, (frame, *buffers), dynamo=True, opset_version=OPSET, input_names=["frame", *names],
             output_names=["logits", *[f"{n}_next" for n in names]],

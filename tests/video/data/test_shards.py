@@ -87,18 +87,22 @@ def test_every_backend_reads_a_sample_from_memory_exactly_as_the_prepared_file(r
 
 
 def test_the_same_clips_give_the_same_shards_and_a_rerun_mends_a_missing_one(tmp_path, real_shards):
-    again = prepare_real(tmp_path, tmp_path / "out", "--shard-size", "100K")
+    out = tmp_path / "out"
+    shutil.copytree(real_shards.parents[2], out)  # the prepared clips, as a rerun finds them
+    again = out / "shards" / "clips" / "index.json"
 
     def digests(folder):
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
-    assert digests(again.parent) == digests(real_shards.parent)
-    first = sorted(again.parent.glob("*.tar"))[1]
-    first.unlink()
-    prepare_real(tmp_path, tmp_path / "out", "--shard-size", "100K")
+    shutil.rmtree(again.parent)
+    prepare_real(tmp_path, out, "--shard-size", "100K")  # the clips skipped, the shards written anew
+    assert json.loads(again.read_text()) == json.loads(real_shards.read_text())  # the index's fields, named
+    assert digests(again.parent) == digests(real_shards.parent)  # byte for byte
+    sorted(again.parent.glob("*.tar"))[1].unlink()
+    prepare_real(tmp_path, out, "--shard-size", "100K")
     assert digests(again.parent) == digests(real_shards.parent)
     # another shard size: other shards, the old ones gone, the index says which
-    prepare_real(tmp_path, tmp_path / "out", "--shard-size", "1G")
+    prepare_real(tmp_path, out, "--shard-size", "1G")
     assert [p.name for p in sorted(again.parent.glob("*.tar"))] == ["clips-000000.tar"]
     assert ShardIndex.load(str(again)).shards[0]["samples"] == len(CLIPS)
 
@@ -186,6 +190,9 @@ def test_an_index_that_is_not_one_and_a_missing_first_shard_are_named(synth, tmp
     index = uneven_shards(synth, tmp_path / "out")
     with pytest.raises(DataError, match="not a shard index"):
         build_dataset(str(synth / "labels.json"), "", format="shards")
+    # the index holds the class list: a config's data.labels (here a missing file) is not read
+    dataset = build_dataset(str(index), "", labels=str(tmp_path / "gone.json"))
+    assert dataset.classes == ShardIndex.load(str(index)).classes and len(dataset.classes) == 4
     moved = tmp_path / "moved" / "index.json"
     moved.parent.mkdir()
     shutil.copy(index, moved)

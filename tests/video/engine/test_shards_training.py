@@ -44,7 +44,7 @@ def from_files(synth, prepared, run, *extra):
 
 
 def shard_keys(where: str) -> list[str]:
-    return ["data.format=shards", "data.labels=", f"data.train_annotation={where}/train/index.json",
+    return ["data.format=shards", f"data.train_annotation={where}/train/index.json",
             f"data.val_annotation={where}/validation/index.json"]  # fmt: skip
 
 
