@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", metavar="SOURCE", help="an online TSM frame by frame over SOURCE: a video file, a frame "
                    "folder, a camera (/dev/video0) or a URL FFmpeg opens (rtsp://, http://)")  # fmt: skip
     p.add_argument("--every", type=int, default=1, help="--stream: process every N-th frame (default 1)")
-    p.add_argument("--warmup", type=int, help="--stream: processed frames before printing (default model.num_segments)")
+    p.add_argument("--warmup", type=int, help="--stream: processed frames before printing (default: --smoothing)")
     p.add_argument("--smoothing", type=int, default=8, help="--stream: frames the smoothed top-k averages (default 8)")
     p.add_argument("--top", type=int, default=5, help="--stream: classes per frame (default 5)")
     p.add_argument("--json", action="store_true", help="--stream: one JSON object per frame instead of text")

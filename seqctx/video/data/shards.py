@@ -100,8 +100,8 @@ class ShardIndex:
             raise DataError(f"shard index {url} not found") from None
         except json.JSONDecodeError as e:
             raise DataError(f"{url}: not a shard index (invalid JSON: {e})") from None
-        except (OSError, ValueError, ImportError) as e:  # network, credentials, a protocol fsspec lacks
-            raise DataError(f"{url}: cannot read the shard index: {e}") from None
+        except Exception as e:  # network, credentials (botocore's own errors), a protocol fsspec lacks
+            raise DataError(f"{url}: cannot read the shard index: {type(e).__name__}: {e}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise DataError(f"{url}: not a shard index (no \"format\": \"{FORMAT}\"); write one with "
                             "`seqctx data prepare ... --shards`")  # fmt: skip
@@ -272,24 +272,22 @@ def write_shards(
     shards = []
     for number, members in enumerate(tqdm(plan, desc="writing shards")):
         shard = folder / f"{name}-{number:06d}.tar"
-        meta = {}
+        meta, encoded = {}, {}
         for k in members:
             vid, label, clip, frames = samples[k]
             meta[k] = {"id": vid, "label": classes[label] if label >= 0 else None, "frames": frames, "fps": _fps(clip)}
-        wanted = [
-            (f"{k:08d}.{ext}", size)
-            for k in members
-            for ext, size in (
-                ("json", len(json.dumps(meta[k], sort_keys=True).encode())),
-                ("mp4", samples[k][2].stat().st_size),
-            )
-        ]
+            encoded[k] = json.dumps(meta[k], sort_keys=True).encode()
+        wanted = [(f"{k:08d}.{ext}", size) for k in members
+                  for ext, size in (("json", len(encoded[k])), ("mp4", samples[k][2].stat().st_size))]  # fmt: skip
         if not (shard.is_file() and [(n, s) for n, _, s in _members(shard)] == wanted):
             partial = shard.with_name(shard.name + ".partial")
-            with open(partial, "wb") as f, wds.TarWriter(f, mtime=0, user="seqctx", group="seqctx") as tar:
-                for k in members:
-                    tar.write({"__key__": f"{k:08d}", "mp4": samples[k][2].read_bytes(),
-                               "json": json.dumps(meta[k], sort_keys=True).encode()})  # fmt: skip
+            try:
+                with open(partial, "wb") as f, wds.TarWriter(f, mtime=0, user="seqctx", group="seqctx") as tar:
+                    for k in members:
+                        tar.write({"__key__": f"{k:08d}", "mp4": samples[k][2].read_bytes(), "json": encoded[k]})
+            except BaseException:  # a stop or an error: no partial shard stays behind
+                partial.unlink(missing_ok=True)
+                raise
             partial.replace(shard)
         where = {n: (offset, size) for n, offset, size in _members(shard)}
         for k in members:

@@ -72,15 +72,13 @@ class OnlineFrameNet(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         model = copy.deepcopy(model).eval()
-        shifts = online_shifts(model)
+        online_shifts(model)  # refuses a model without online shifts
         self.steps = nn.ModuleList()
-        for shift in shifts:  # each shift becomes a step in place
-            step = _ShiftStep(shift.fold_div)
-            for parent in model.modules():
-                for name, child in parent.named_children():
-                    if child is shift:
-                        setattr(parent, name, step)
-            self.steps.append(step)
+        for parent in list(model.modules()):  # each shift becomes a step in place, in forward order
+            for name, child in parent.named_children():
+                if isinstance(child, TemporalShift):
+                    self.steps.append(_ShiftStep(child.fold_div))
+                    setattr(parent, name, self.steps[-1])
         self.trunk, self.head = model.trunk, model.head
         scale, offset = normalization(2)  # (3, 1, 1): over (N, 3, H, W)
         self.register_buffer("scale", scale, persistent=False)

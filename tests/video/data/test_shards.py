@@ -207,3 +207,31 @@ def test_data_check_reads_a_shard_index_without_a_root(real_shards, tmp_path, ca
     (tmp_path / "list.txt").write_text("a.mp4 0\n")
     assert main(["data", "check", str(tmp_path / "list.txt")]) == 2
     assert "--root is needed" in capsys.readouterr().err
+
+
+def test_sigterm_while_shards_are_written_leaves_no_partial_shard(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import webdataset
+
+    write = webdataset.TarWriter.write
+    calls = []
+
+    def write_then_signal(self, sample):
+        calls.append(sample["__key__"])
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler stops the job, mid-shard
+        return write(self, sample)
+
+    monkeypatch.setattr(webdataset.TarWriter, "write", write_then_signal)
+    (tmp_path / "labels.txt").write_text("jumping\npancakes\npushing\n")
+    (tmp_path / "clips.txt").write_text("".join(f"{p} {label}\n" for p, label in CLIPS))
+    args = ["data", "prepare", str(tmp_path / "clips.txt"), "--root", str(DATA), "--out", str(tmp_path / "out"),
+            "--labels", str(tmp_path / "labels.txt"), "--short-side", "64", "--shards"]  # fmt: skip
+    assert main(args) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "seqctx: stopped by SIGTERM: data ended"
+    folder = tmp_path / "out" / "shards" / "clips"
+    assert not list(folder.glob("*.partial")) and not (folder / "index.json").exists()
+    monkeypatch.undo()
+    assert main(args) == 0 and ShardIndex.load(str(folder / "index.json")).shards[0]["samples"] == len(CLIPS)
