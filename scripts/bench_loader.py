@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -53,12 +53,15 @@ def make_source(path: Path, width: int, height: int, keyint: int = 250) -> None:
         out.mux(stream.encode())
 
 
-def items_per_second(run: Callable[[int], object], items: int) -> float:
+def items_per_second(run: Callable[[int], object], items: int, min_seconds: float = 3.0) -> float:
+    """Items per second over at least ``items`` items and ``min_seconds`` (a small clip's 8 items
+    take 0.2 s, where this machine's noise was +-20%)."""
     run(0)  # warm-up: page cache, helper process
-    start = time.perf_counter()
-    for i in range(items):
-        run(i)
-    return items / (time.perf_counter() - start)
+    start, done = time.perf_counter(), 0
+    while done < items or time.perf_counter() - start < min_seconds:
+        run(done)
+        done += 1
+    return done / (time.perf_counter() - start)
 
 
 def decord_alone(path: Path, sampler, short_side: int | None) -> Callable[[int], object]:
@@ -97,28 +100,37 @@ def pipeline(
     return lambda i: (ds.set_epoch(i), ds[0])
 
 
-def make_sources(root: Path) -> None:
-    """The three sources and their list files, once."""
-    for name, (width, height) in SIZES.items():
+def make_sources(root: Path, names: Sequence[str] = tuple(SIZES)) -> None:
+    """The sources ``names`` (of :data:`SIZES`) and their list files, once."""
+    for name in names:
+        width, height = SIZES[name]
         if not (root / f"{name}.mp4").is_file():
             make_source(root / f"{name}.mp4", width, height)
             (root / f"{name}.txt").write_text(f"{name}.mp4 0\n")
 
 
 def backends(root: Path, items: int) -> list[dict[str, object]]:
-    """The training item at ``data.decode_short_side=256`` read by each installed backend (the
-    order ``data.backend: auto`` follows is defended by this table)."""
+    """The training item at ``data.decode_short_side=256`` read by each installed backend, H.264
+    at three sizes and Something-Something v2's WebM (the order ``data.backend: auto`` follows is
+    defended by this table): median of 3 interleaved rounds."""
+    import statistics
+
     from seqctx.video.data import build_sampler, installed_backends
 
     make_sources(root)
+    lists = {name: root / f"{name}.txt" for name in SIZES}
+    for clip in sorted((REAL.parents[1] / "ssv2" / "videos").glob("*.webm")):  # 240p VP9: Something-Something v2
+        lists[f"SSv2 {clip.name}"] = root / f"{clip.stem}.txt"
+        lists[f"SSv2 {clip.name}"].write_text(f"{clip.resolve()} 0\n")
     rows = []
-    for name in SIZES:
+    for name, annotation in lists.items():
         for sampling, (kind, length, interval) in SAMPLERS.items():
             sampler = build_sampler(kind, train=True, num_segments=length, frame_interval=interval)
-            rates = {
-                b: items_per_second(pipeline(root / f"{name}.txt", root, sampler, 256, b), items)
-                for b in installed_backends()
-            }
+            runs: dict[str, list[float]] = {b: [] for b in installed_backends()}
+            for _ in range(3):  # interleaved rounds: machine noise hits every backend alike
+                for b in runs:
+                    runs[b].append(items_per_second(pipeline(annotation, root, sampler, 256, b), items))
+            rates = {b: statistics.median(v) for b, v in runs.items()}
             ratios = {f"{b}/decord": v / rates["decord"] for b, v in rates.items() if b != "decord"}
             rows.append({"source": name, "sampling": sampling, **{f"{b} it/s": v for b, v in rates.items()}, **ratios})
             print(f"backends {name} {sampling}", flush=True)
@@ -188,7 +200,7 @@ def mmaction2_pipeline(path: Path, sampling: str, packed: bool) -> Callable[[int
 
 
 def seqctx_eval_item(
-    root: Path, path: Path, sampler, timeout: float | None, short_side: int | None = 256
+    root: Path, path: Path, sampler, timeout: float | None, short_side: int | None = 256, backend: str = "auto"
 ) -> Callable[[int], object]:
     """seqctx's evaluation item for the same clip: segment centres or one dense clip, short side
     256 (``data.scale_size``), centre crop 224, decoding under ``data.decode_timeout`` at
@@ -198,12 +210,13 @@ def seqctx_eval_item(
     (root / "eval.txt").write_text(f"{path.resolve()} 0\n")  # an absolute path: read as given
     ds = VideoListDataset(
         root / "eval.txt", root, on_error="raise", decode_timeout=timeout, sampler=sampler, short_side=short_side,
-        transform=build_transform(False, size=224, scale_size=256), backend="decord",
+        transform=build_transform(False, size=224, scale_size=256), backend=backend,
     )  # fmt: skip
     return lambda i: ds[0]
 
 
-PIPELINES = ("mmaction2", "mmaction2 packed", "seqctx", "seqctx no limit", "seqctx full decode", "decord alone")
+PIPELINES = ("mmaction2", "mmaction2 packed", "seqctx", "seqctx no limit", "seqctx full decode", "seqctx decord",
+             "decord alone")  # fmt: skip
 
 
 def rate_child(pipeline: str, path: str, sampling: str, items: int) -> None:
@@ -226,22 +239,25 @@ def rate_child(pipeline: str, path: str, sampling: str, items: int) -> None:
         else:
             timeout = None if pipeline == "seqctx no limit" else 120.0
             short_side = None if pipeline == "seqctx full decode" else 256
+            backend = "decord" if pipeline == "seqctx decord" else "auto"
             with tempfile.TemporaryDirectory() as tmp:
-                run = seqctx_eval_item(Path(tmp), Path(path), sampler, timeout, short_side)
+                run = seqctx_eval_item(Path(tmp), Path(path), sampler, timeout, short_side, backend)
     print(json.dumps(items_per_second(run, items)))
 
 
-def mmaction2(root: Path, items: int, python: str) -> list[dict[str, object]]:
+def mmaction2(root: Path, items: int, python: str, sources: Sequence[str] = ()) -> list[dict[str, object]]:
     """seqctx against mmaction2 1.2.0's pipeline on the same clips, and against decord alone (its
     ``get_batch`` of the item's frames): items/s ratios, each measurement in a fresh process,
     interleaved rounds. ``python``: an interpreter where mmaction2 imports (a side environment:
     ``pip install --no-deps mmaction2==1.2.0 mmengine mmcv-lite==2.1.0`` plus ``addict yapf
-    termcolor rich opencv-python-headless``, torch and decord)."""
+    termcolor rich opencv-python-headless``, torch and decord). ``sources``: only the clips whose
+    names contain one of these (all when empty)."""
     import statistics
 
-    make_sources(root)
     clips = {name: root / f"{name}.mp4" for name in SIZES}
     clips |= {f"SSv2 {p.stem}.webm": p for p in sorted((REAL.parents[1] / "ssv2" / "videos").glob("*.webm"))}
+    clips = {name: path for name, path in clips.items() if not sources or any(s in name for s in sources)}
+    make_sources(root, [name for name in clips if name in SIZES])
     rows = []
     for name, path in clips.items():
         for sampling in SAMPLERS:
@@ -258,6 +274,7 @@ def mmaction2(root: Path, items: int, python: str) -> list[dict[str, object]]:
                 "seqctx/mmaction2": best["seqctx"] / best["mmaction2"],
                 "seqctx/mmaction2 packed": best["seqctx"] / best["mmaction2 packed"],
                 "seqctx/decord": best["seqctx"] / best["decord alone"],
+                "decord/mmaction2": best["seqctx decord"] / best["mmaction2"],
                 "no limit/mmaction2": best["seqctx no limit"] / best["mmaction2"],
                 "full decode/mmaction2": best["seqctx full decode"] / best["mmaction2"],
             })  # fmt: skip
@@ -318,6 +335,7 @@ def main() -> None:
         default=sys.executable,
         help="the mmaction2 table: an interpreter where mmaction2 1.2.0 imports (a side environment)",
     )
+    p.add_argument("--sources", nargs="+", default=[], help="the mmaction2 table: only clips whose names contain one")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--rate", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -329,7 +347,7 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     tables = {"throughput": throughput, "backends": backends, "memory": lambda root, _: memory(root),
-              "mmaction2": lambda root, items: mmaction2(root, items, args.mmaction2_python)}  # fmt: skip
+              "mmaction2": lambda root, items: mmaction2(root, items, args.mmaction2_python, args.sources)}  # fmt: skip
     results: dict[str, object] = {"items": args.items}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.tables:

@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=["auto", "decord", "pyav", "torchcodec", "frames"],
         default="auto",
-        help="auto (default): frames for folders, else the first installed of decord, pyav, torchcodec",
+        help="auto (default): frames for folders, else the first installed of pyav, decord, torchcodec",
     )
     p.add_argument("--frame-template", type=_frame_template, help="frame folders' file names, e.g. img_{:05d}.jpg")
     p.add_argument("--first-frame", type=int, help="the number of a folder's first frame (default: its lowest)")

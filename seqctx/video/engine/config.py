@@ -49,7 +49,7 @@ class DataConfig:
     train_annotation: str = ""
     val_annotation: str | None = None
     labels: str | None = None
-    backend: Backend = "auto"  # auto: frames for folders, else the first installed of decord, pyav, torchcodec
+    backend: Backend = "auto"  # auto: frames for folders, else the first installed of pyav, decord, torchcodec
     frame_template: str | None = None  # frame folders' file names, e.g. img_{:05d}.jpg; null: found per folder
     first_frame: int | None = None  # the number of a folder's first frame (0 or 1); null: its lowest
     sampler: Literal["segments", "dense"] = "segments"
@@ -71,7 +71,7 @@ class DataConfig:
     batch_size: int = 8
     workers: int = 2
     decode_threads: int = 1  # per loader worker (decord, PyAV); FFmpeg's auto would be cores + 1 each
-    decode_short_side: int | None = None  # frames leave the decoder with this shorter side; null: as stored
+    decode_short_side: int | None = None  # frames leave the decoder with at most this shorter side; null: as stored
     decode_timeout: float | None = 120.0  # seconds a video may take to decode before it counts as unreadable
     prefetch_factor: int = 2  # batches each loader worker prepares ahead
     shuffle: bool = True  # training: an order drawn anew each epoch; false: the annotation's (index's) order

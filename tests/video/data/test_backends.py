@@ -30,7 +30,7 @@ VIDEO_BACKENDS = ["decord", "pyav", "torchcodec"]
 def test_the_registry_holds_one_class_per_backend_and_every_backend_runs_in_the_test_environment():
     assert set(REGISTRY) == {"decord", "pyav", "torchcodec", "frames"}
     assert all(cls.name == name for name, cls in REGISTRY.items())
-    assert installed_backends() == list(AUTO_ORDER) == ["decord", "pyav", "torchcodec"]  # torchcodec is not skipped
+    assert installed_backends() == list(AUTO_ORDER) == ["pyav", "decord", "torchcodec"]  # torchcodec is not skipped
     with pytest.raises(ValueError, match="unknown video backend 'opencv'; valid backends: auto, decord"):
         open_video(MP4, "opencv")
 
@@ -78,8 +78,8 @@ def test_auto_falls_back_per_video_and_names_every_reason(tmp_path):
     with pytest.raises(VideoError) as info:
         open_video(corrupt)
     message = str(info.value)
-    assert message.startswith(f"{corrupt}: no installed backend opens it: decord cannot open it: ")
-    assert "torchcodec cannot open it: " in message and "PyAV cannot open it: " in message
+    assert message.startswith(f"{corrupt}: no installed backend opens it: PyAV cannot open it: ")
+    assert "decord cannot open it: " in message and "torchcodec cannot open it: " in message
     assert ".cpp" not in message and message.count(str(corrupt)) == 1  # no C++ locations, the path once
 
 

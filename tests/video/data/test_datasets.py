@@ -126,6 +126,29 @@ def test_train_pipeline_shapes_and_multi_view_testing():
     assert clip.shape == (2 * 3, 3, 8, 112, 112)  # 2 clips x 3 crops
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_a_one_clip_item_equals_its_clip_transformed_where_a_short_video_repeats_frames(train):
+    """A one-clip item transforms its distinct frames once and repeats them after; the result is
+    the clip of repeated frames transformed (every transform acts per frame, one draw a clip)."""
+    import numpy as np
+
+    from seqctx.video.data import open_video
+
+    sampler = build_sampler("dense", train=train, num_segments=64, frame_interval=1)
+    transform = build_transform(train, size=112, scale_size=128, flip=True)
+    ds = SomethingSomethingV2(SSV2 / "validation.json", SSV2 / "labels.json", SSV2 / "videos", sampler=sampler,
+                              transform=transform, on_error="raise")  # fmt: skip
+    clip, _, _ = ds[0]
+    source = open_video(ds.path(0))
+    rng = np.random.default_rng([ds.seed, ds.epoch, 0])
+    (indices,) = sampler(source.num_frames, rng=rng)
+    assert len(set(indices)) < len(indices)  # 64 frames of a shorter video: it loops, repeating frames
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(rng.integers(2**62)))
+        expected = transform(source.read(indices))
+    assert clip.shape == (1, 3, 64, 112, 112) and torch.equal(clip, expected)
+
+
 def test_bad_videos_never_kill_an_epoch_with_workers(tmp_path):
     root = tmp_path / "videos"
     root.mkdir()

@@ -116,3 +116,30 @@ def test_a_failure_names_the_video_and_the_helper_goes_on(tmp_path):
     with pytest.raises(VideoError, match="broken.mp4"):
         guarded_source(bad)
     assert torch.equal(guarded_source(A).decode(FRAMES), truth(A))
+
+
+def test_frames_come_back_through_a_shared_file_that_follows_the_answers_size():
+    """An answer larger than the shared file brings a new one, as does one under a quarter of it;
+    answers that fit reuse it; every answer is the plain decode's, and a copy the caller keeps
+    is not overwritten by the next answer."""
+    source = guarded_source(A)
+    few = source.decode([3])
+    first = guarded._HELPER.shared
+    assert torch.equal(few, open_video(A, "decord", 1, 64).decode([3]))
+    many = list(range(0, 40, 2))
+    frames = source.decode(many)  # 20x the bytes: a new file
+    assert guarded._HELPER.shared is not first and guarded._HELPER.shared.size >= frames.numel()
+    assert torch.equal(frames, open_video(A, "decord", 1, 64).decode(many))
+    grown = guarded._HELPER.shared
+    again = source.decode(many[1:])  # fits: the same file
+    assert guarded._HELPER.shared is grown and torch.equal(again, frames[1:])
+    assert torch.equal(source.decode([3]), few) and guarded._HELPER.shared is not grown  # under a quarter
+    assert torch.equal(frames, open_video(A, "decord", 1, 64).decode(many))  # the kept copy is intact
+
+
+def test_without_memory_files_the_frames_come_through_an_unlinked_file(monkeypatch):
+    """Where the system has no ``memfd_create`` (macOS), the shared file is a temporary file."""
+    monkeypatch.delattr(os, "memfd_create")
+    stop_helper()  # the next helper is forked without it
+    assert torch.equal(guarded_source(A).decode(FRAMES), truth(A))
+    assert torch.equal(guarded_source(B).decode(FRAMES), truth(B))

@@ -16,8 +16,8 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from seqctx.video.data import VideoError, open_video, read_frames
-from seqctx.video.data.backends.base import scaled_size
-from seqctx.video.data.backends.mp4 import mp4_rotation
+from seqctx.video.data.backends.base import Blob, scaled_size
+from seqctx.video.data.backends.headers import video_track
 from seqctx.video.data.decode import read_sequential
 
 from .test_decode import write_clip
@@ -123,6 +123,8 @@ def test_scaled_size_keeps_the_aspect_with_an_even_long_side():
     assert scaled_size(256, 340, 256) == (256, 340)
     assert scaled_size(240, 427, 128) == (128, 228)  # 227.7
     assert scaled_size(240, 427, None) == (240, 427)
+    assert scaled_size(240, 427, 256) == (240, 427)  # never upscaled
+    assert scaled_size(240, 427, 240) == (240, 427)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -140,6 +142,25 @@ def test_decoding_at_a_short_side_is_close_to_full_decoding_then_resizing(path, 
     assert small.shape == (3, height, width, 3)
     reference = TF.resize(full.permute(0, 3, 1, 2), [height, width], antialias=True).permute(0, 2, 3, 1)
     assert psnr(small, reference) >= 30.0, (path.name, backend, psnr(small, reference))
+
+
+@pytest.mark.parametrize("path", REAL, ids=lambda p: p.name)
+def test_every_backend_gives_the_same_pixels_at_full_size(path):
+    """At the stored size the backends agree bit for bit (one FFmpeg decoder, one conversion to
+    RGB): ``auto`` may pick any of them without changing what a model sees."""
+    indices = [40, 0, 17, 5]
+    reference = read_frames(path, indices, "pyav")
+    for backend in VIDEO_BACKENDS:
+        assert torch.equal(read_frames(path, indices, backend), reference), (path.name, backend)
+
+
+@pytest.mark.parametrize("backend", VIDEO_BACKENDS)
+def test_a_decoder_never_upscales(backend):
+    """Something-Something's 240p clip at a short side of 256 leaves the decoder as it is stored
+    (bit for bit): the clip transform's resize upscales it once."""
+    full = read_frames(REAL[2], [0, 20], backend)
+    assert full.shape == (2, 240, 427, 3)
+    assert torch.equal(read_frames(REAL[2], [0, 20], backend, short_side=256), full)
 
 
 def test_jpeg_frames_decode_at_a_short_side_through_draft_mode(tmp_path):
@@ -161,7 +182,7 @@ def test_jpeg_frames_decode_at_a_short_side_through_draft_mode(tmp_path):
 def test_rotated_videos_keep_their_displayed_orientation_at_a_short_side(tmp_path, rotation):
     path = tmp_path / f"phone{rotation}.mp4"
     write_clip(path, rotation)
-    assert mp4_rotation(path) == rotation
+    assert video_track(path).rotation == rotation
     shape = (2, 32, 16, 3) if rotation in (90, 270) else (2, 16, 32, 3)
     corner = {0: (0, 0), 90: (-1, 0), 180: (-1, -1), 270: (0, -1)}[rotation]  # the marker, turned counter-clockwise
     for backend in ("decord", "pyav"):
@@ -173,8 +194,22 @@ def test_rotated_videos_keep_their_displayed_orientation_at_a_short_side(tmp_pat
         assert (small.float() - reference.float()).abs().mean() < 8.0, backend
 
 
+def test_container_headers_name_the_codec_and_size_ffmpeg_finds(clips):
+    """MP4/MOV and Matroska/WebM headers are read without FFmpeg (decord's backend opens with
+    them); other containers are left to FFmpeg."""
+    for path in [*REAL, *clips.values()]:
+        with av.open(str(path)) as container:
+            codec = container.streams.video[0].codec_context
+            expected = (codec.name, codec.width, codec.height)
+        track = video_track(path)
+        if path.suffix in (".avi", ".h264"):
+            assert track is None, path.name
+        else:
+            assert (track.codec, track.width, track.height, track.rotation) == (*expected, 0), path.name
+    assert video_track(REAL[0]) == video_track(Blob("x", REAL[0].read_bytes()))
+
+
 def test_other_containers_have_no_rotation_and_a_sequential_read_is_the_ground_truth(clips):
-    assert mp4_rotation(REAL[1]) == 0 and mp4_rotation(clips["h264_bframes.avi"]) == 0
     truth = sequential(clips["xvid_bframes.avi"])
     for backend in ("decord", "pyav"):
         assert_exact(read_sequential(clips["xvid_bframes.avi"], [40, 2], backend), truth, [40, 2], backend)

@@ -12,7 +12,7 @@ import torch
 
 from seqctx.cli import main
 from seqctx.video.data import KineticsDataset, VideoListDataset, build_sampler, build_transform, open_video
-from seqctx.video.data.backends.mp4 import mp4_rotation
+from seqctx.video.data.backends.headers import video_track
 from seqctx.video.data.decode import read_frames
 from seqctx.video.data.prepare import FAILURES_FILE, prepare_dataset
 
@@ -98,7 +98,7 @@ def test_a_list_of_avi_webm_and_phone_videos_becomes_mp4s_with_a_new_annotation(
     error = (prepared.float()[:, None] - small[None]).abs().flatten(2).mean(2)  # (copy, source)
     assert torch.equal(error.argmin(1), torch.arange(48))  # frame i of the copy is frame i of the source
     phone = read_frames(out / "phone.mp4", [0])
-    assert mp4_rotation(out / "phone.mp4") == 0 and phone.shape == (1, 64, 32, 3)  # the turn is baked in
+    assert video_track(out / "phone.mp4").rotation == 0 and phone.shape == (1, 64, 32, 3)  # the turn is baked in
     assert phone[0, -1, 0, 0] > 200  # the coded top-left marker is displayed bottom-left
     assert open_video(out / "a" / "clip.mp4").num_frames == 53
     ds = VideoListDataset(out / "train.txt", out)

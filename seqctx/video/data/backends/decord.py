@@ -12,13 +12,13 @@ from .base import (
     Media,
     VideoError,
     VideoSource,
+    is_avi,
     media_input,
     register_backend,
     resize_frames,
     scaled_size,
-    seeks_exactly,
 )
-from .mp4 import mp4_rotation
+from .headers import VideoTrack, video_track
 from .native import native_reason, native_stderr
 
 
@@ -34,20 +34,21 @@ def _tensor(frames: Any) -> torch.Tensor:
     return torch.from_numpy(frames.asnumpy() if hasattr(frames, "asnumpy") else np.asarray(frames.numpy()))
 
 
-class _Probe:
-    """What FFmpeg (through PyAV) says of a file without decoding: container, codec, coded size."""
+def _track(path: Media) -> VideoTrack:
+    """The video track's codec, coded size and rotation: from the container's header where it
+    names them (MP4/MOV, Matroska/WebM: :func:`~.headers.video_track`), else from FFmpeg through
+    PyAV (AVI and the rest: the display rotation is then 0, as decord's is there)."""
+    track = video_track(path)
+    if track is not None:
+        return track
+    import av
 
-    def __init__(self, path: Media) -> None:
-        import av
-
-        try:
-            with av.open(media_input(path), metadata_errors="ignore") as container:
-                stream = container.streams.video[0]
-                self.container = container.format.name
-                self.codec = stream.codec_context.name
-                self.width, self.height = stream.codec_context.width, stream.codec_context.height
-        except Exception as e:  # av.error.FFmpegError: strerror is the reason in words
-            raise VideoError(f"{path}: decord cannot open it: {getattr(e, 'strerror', None) or e}") from e
+    try:
+        with av.open(media_input(path), metadata_errors="ignore") as container:
+            codec = container.streams.video[0].codec_context
+            return VideoTrack(codec.name, codec.width, codec.height)
+    except Exception as e:  # av.error.FFmpegError: strerror is the reason in words
+        raise VideoError(f"{path}: decord cannot open it: {getattr(e, 'strerror', None) or e}") from e
 
 
 @register_backend
@@ -65,12 +66,12 @@ class DecordSource(VideoSource):
 
     def __init__(self, path: Media, num_threads: int = 1, short_side: int | None = None) -> None:
         self.path, self.short_side = path, short_side
-        probe = _Probe(path)
-        exact = seeks_exactly(probe.container) and probe.codec != "mpeg4"
-        self.access = "seek" if exact else "sequential"
-        height, width = scaled_size(probe.height, probe.width, short_side)
-        self.resize_after = short_side is not None and mp4_rotation(path) in (90, 270)
-        resize_in_decoder = short_side is not None and not self.resize_after
+        track = _track(path)
+        self.access = "sequential" if is_avi(path) or track.codec == "mpeg4" else "seek"
+        height, width = scaled_size(track.height, track.width, short_side)
+        resize = (height, width) != (track.height, track.width)
+        self.resize_after = resize and track.rotation in (90, 270)
+        resize_in_decoder = resize and not self.resize_after
         self.options = {"num_threads": num_threads} | ({"width": width, "height": height} if resize_in_decoder else {})
         self.reader = self._open()
         self.num_frames = len(self.reader)
