@@ -274,6 +274,17 @@ def _frame_template(value: str) -> str:
     return value
 
 
+def _positive_int(value: str) -> int:
+    """A whole number of at least 1 (frames, pixels, classes), refused in words otherwise."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {number}")
+    return number
+
+
 def _byte_size(value: str) -> int:
     from seqctx.video.data.shards import parse_size
 
@@ -364,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-frame", type=int, help="the number of a folder's first frame (default: its lowest)")
     p.add_argument("--min-frames", type=int, default=8, help="fewer frames than this is 'too short'")
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--short-side", type=int, help="decode at this shorter side, as data.decode_short_side")
+    p.add_argument("--short-side", type=_positive_int, help="decode at this shorter side, as data.decode_short_side")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds a video may take (data.decode_timeout)")
     p.add_argument(
         "--exact", action="store_true", help="also compare random access with a sequential decode (list 'inexact' ones)"
@@ -423,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML config for data and views (default: the checkpoint's own); the model is always the "
                    "checkpoint's")  # fmt: skip
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--clips", type=int, help="clips per video (default: data.test_clips)")
+    p.add_argument("--clips", type=_positive_int, help="clips per video (default: data.test_clips)")
     p.add_argument("--crops", type=int, choices=[1, 3, 10], help="crops per clip (default: data.test_crops)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
@@ -452,10 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="*", help="video files, or folders of videos (before or after the options)")
     p.add_argument("--stream", metavar="SOURCE", help="an online TSM frame by frame over SOURCE: a video file, a frame "
                    "folder, a camera (/dev/video0) or a URL FFmpeg opens (rtsp://, http://)")  # fmt: skip
-    p.add_argument("--every", type=int, default=1, help="--stream: process every N-th frame (default 1)")
+    p.add_argument("--every", type=_positive_int, default=1, help="--stream: process every N-th frame (default 1)")
     p.add_argument("--warmup", type=int, help="--stream: processed frames before printing (default: --smoothing)")
-    p.add_argument("--smoothing", type=int, default=8, help="--stream: frames the smoothed top-k averages (default 8)")
-    p.add_argument("--top", type=int, default=5, help="--stream: classes per frame (default 5)")
+    p.add_argument(
+        "--smoothing", type=_positive_int, default=8, help="--stream: frames the smoothed top-k averages (default 8)"
+    )
+    p.add_argument("--top", type=_positive_int, default=5, help="--stream: classes per frame (default 5)")
     p.add_argument("--json", action="store_true", help="--stream: one JSON object per frame instead of text")
     p.set_defaults(func=_predict)
 

@@ -38,6 +38,18 @@ def test_bad_arguments_exit_with_usage():
         main(["train"])
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["data", "check", "list.txt", "--short-side", "0"], ["predict", "--checkpoint", "x.pt", "--stream", "a.mp4",
+     "--every", "0"], ["predict", "--checkpoint", "x.pt", "--top", "five"], ["test", "c.yaml", "--clips", "-1"]],
+)  # fmt: skip
+def test_counts_and_sizes_below_one_are_usage_errors(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and ("expected a positive number, got" in err or "expected a whole number, got" in err)
+
+
 def test_train_on_your_own_videos_as_the_readme_says(tmp_path, capsys, monkeypatch):
     """The README's "Train on your own videos" commands, in a fresh folder, with a smaller model."""
     import shutil
