@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -109,28 +110,42 @@ def make_sources(root: Path, names: Sequence[str] = tuple(SIZES)) -> None:
             (root / f"{name}.txt").write_text(f"{name}.mp4 0\n")
 
 
+def ssv2_clips() -> dict[str, Path]:
+    """The repository's Something-Something v2 clips (240p VP9 WebM), by row name."""
+    return {f"SSv2 {p.name}": p for p in sorted((REAL.parents[1] / "ssv2" / "videos").glob("*.webm"))}
+
+
+def median_of_rounds(measure: Callable[[str], float], keys: Sequence[str], rounds: int = 3) -> dict[str, float]:
+    """``measure(key)`` for every key, ``rounds`` interleaved rounds (machine noise hits every key
+    alike), the median per key."""
+    import statistics
+
+    runs: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(rounds):
+        for k in keys:
+            runs[k].append(measure(k))
+    return {k: statistics.median(v) for k, v in runs.items()}
+
+
 def backends(root: Path, items: int) -> list[dict[str, object]]:
     """The training item at ``data.decode_short_side=256`` read by each installed backend, H.264
     at three sizes and Something-Something v2's WebM (the order ``data.backend: auto`` follows is
     defended by this table): median of 3 interleaved rounds."""
-    import statistics
-
     from seqctx.video.data import build_sampler, installed_backends
 
     make_sources(root)
     lists = {name: root / f"{name}.txt" for name in SIZES}
-    for clip in sorted((REAL.parents[1] / "ssv2" / "videos").glob("*.webm")):  # 240p VP9: Something-Something v2
-        lists[f"SSv2 {clip.name}"] = root / f"{clip.stem}.txt"
-        lists[f"SSv2 {clip.name}"].write_text(f"{clip.resolve()} 0\n")
+    for name, clip in ssv2_clips().items():
+        lists[name] = root / f"{clip.stem}.txt"
+        lists[name].write_text(f"{clip.resolve()} 0\n")
     rows = []
     for name, annotation in lists.items():
         for sampling, (kind, length, interval) in SAMPLERS.items():
             sampler = build_sampler(kind, train=True, num_segments=length, frame_interval=interval)
-            runs: dict[str, list[float]] = {b: [] for b in installed_backends()}
-            for _ in range(3):  # interleaved rounds: machine noise hits every backend alike
-                for b in runs:
-                    runs[b].append(items_per_second(pipeline(annotation, root, sampler, 256, b), items))
-            rates = {b: statistics.median(v) for b, v in runs.items()}
+            rates = median_of_rounds(
+                lambda b, a=annotation, s=sampler: items_per_second(pipeline(a, root, s, 256, b), items),
+                installed_backends(),
+            )
             ratios = {f"{b}/decord": v / rates["decord"] for b, v in rates.items() if b != "decord"}
             rows.append({"source": name, "sampling": sampling, **{f"{b} it/s": v for b, v in rates.items()}, **ratios})
             print(f"backends {name} {sampling}", flush=True)
@@ -245,6 +260,14 @@ def rate_child(pipeline: str, path: str, sampling: str, items: int) -> None:
     print(json.dumps(items_per_second(run, items)))
 
 
+def rate_in_child(pipeline: str, path: Path, sampling: str, items: int, python: str) -> float:
+    """:func:`rate_child` in a fresh process: mmaction2's pipelines under ``python``, seqctx's here."""
+    exe = python if pipeline.startswith("mmaction2") else sys.executable
+    out = subprocess.run([exe, __file__, "--rate", pipeline, str(path), sampling, str(items)], check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    return json.loads(out.split()[-1])
+
+
 def mmaction2(root: Path, items: int, python: str, sources: Sequence[str] = ()) -> list[dict[str, object]]:
     """seqctx against mmaction2 1.2.0's pipeline on the same clips, and against decord alone (its
     ``get_batch`` of the item's frames): items/s ratios, each measurement in a fresh process,
@@ -252,23 +275,14 @@ def mmaction2(root: Path, items: int, python: str, sources: Sequence[str] = ()) 
     ``pip install --no-deps mmaction2==1.2.0 mmengine mmcv-lite==2.1.0`` plus ``addict yapf
     termcolor rich opencv-python-headless``, torch and decord). ``sources``: only the clips whose
     names contain one of these (all when empty)."""
-    import statistics
-
-    clips = {name: root / f"{name}.mp4" for name in SIZES}
-    clips |= {f"SSv2 {p.stem}.webm": p for p in sorted((REAL.parents[1] / "ssv2" / "videos").glob("*.webm"))}
+    clips = {name: root / f"{name}.mp4" for name in SIZES} | ssv2_clips()
     clips = {name: path for name, path in clips.items() if not sources or any(s in name for s in sources)}
     make_sources(root, [name for name in clips if name in SIZES])
     rows = []
     for name, path in clips.items():
         for sampling in SAMPLERS:
-            rates: dict[str, list[float]] = {k: [] for k in PIPELINES}
-            for _ in range(3):  # interleaved rounds: machine noise hits every pipeline alike
-                for k in PIPELINES:
-                    exe = python if k.startswith("mmaction2") else sys.executable
-                    out = subprocess.run([exe, __file__, "--rate", k, str(path), sampling, str(items)], check=True,
-                                         capture_output=True, text=True).stdout  # fmt: skip
-                    rates[k].append(json.loads(out.split()[-1]))
-            best = {k: statistics.median(v) for k, v in rates.items()}
+            best = median_of_rounds(partial(rate_in_child, path=path, sampling=sampling, items=items, python=python),
+                                    PIPELINES)  # fmt: skip
             rows.append({
                 "source": name, "sampling": sampling, **{f"{k} it/s": v for k, v in best.items()},
                 "seqctx/mmaction2": best["seqctx"] / best["mmaction2"],
