@@ -200,12 +200,12 @@ def test_container_headers_name_the_codec_and_size_ffmpeg_finds(clips):
     for path in [*REAL, *clips.values()]:
         with av.open(str(path)) as container:
             codec = container.streams.video[0].codec_context
-            expected = (codec.name, codec.width, codec.height)
+            expected = (codec.name, codec.width, codec.height, 0, container.format.name)
         track = video_track(path)
         if path.suffix in (".avi", ".h264"):
             assert track is None, path.name
         else:
-            assert (track.codec, track.width, track.height, track.rotation) == (*expected, 0), path.name
+            assert (track.codec, track.width, track.height, track.rotation, track.container) == expected, path.name
     assert video_track(REAL[0]) == video_track(Blob("x", REAL[0].read_bytes()))
 
 

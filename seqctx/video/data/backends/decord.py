@@ -12,11 +12,11 @@ from .base import (
     Media,
     VideoError,
     VideoSource,
-    is_avi,
     media_input,
     register_backend,
     resize_frames,
     scaled_size,
+    seeks_exactly,
 )
 from .headers import VideoTrack, video_track
 from .native import native_reason, native_stderr
@@ -46,7 +46,7 @@ def _track(path: Media) -> VideoTrack:
     try:
         with av.open(media_input(path), metadata_errors="ignore") as container:
             codec = container.streams.video[0].codec_context
-            return VideoTrack(codec.name, codec.width, codec.height)
+            return VideoTrack(codec.name, codec.width, codec.height, 0, container.format.name)
     except Exception as e:  # av.error.FFmpegError: strerror is the reason in words
         raise VideoError(f"{path}: decord cannot open it: {getattr(e, 'strerror', None) or e}") from e
 
@@ -67,7 +67,7 @@ class DecordSource(VideoSource):
     def __init__(self, path: Media, num_threads: int = 1, short_side: int | None = None) -> None:
         self.path, self.short_side = path, short_side
         track = _track(path)
-        self.access = "sequential" if is_avi(path) or track.codec == "mpeg4" else "seek"
+        self.access = "seek" if seeks_exactly(track.container) and track.codec != "mpeg4" else "sequential"
         height, width = scaled_size(track.height, track.width, short_side)
         resize = (height, width) != (track.height, track.width)
         self.resize_after = resize and track.rotation in (90, 270)

@@ -15,6 +15,8 @@ from typing import BinaryIO
 
 from .base import Blob, Media
 
+_MP4, _MATROSKA = "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"  # as FFmpeg names the formats
+
 # Sample entry types (ISO/IEC 14496-12/15) and Matroska codec ids -> FFmpeg's codec names. An
 # ``mp4v`` entry may hold MPEG-1/2 as well as MPEG-4 Part 2: named mpeg4, the cautious answer
 # (a backend reads MPEG-4 Part 2 forward).
@@ -28,12 +30,14 @@ _MATROSKA_CODECS = {"V_MPEG4/ISO/AVC": "h264", "V_MPEGH/ISO/HEVC": "hevc", "V_VP
 @dataclass(frozen=True)
 class VideoTrack:
     """A container's video track: ``codec`` (FFmpeg's name), coded ``width`` x ``height`` (before
-    the turn to display) and ``rotation`` (degrees counter-clockwise: 0, 90, 180 or 270)."""
+    the turn to display), ``rotation`` (degrees counter-clockwise: 0, 90, 180 or 270) and the
+    ``container`` (FFmpeg's format names)."""
 
     codec: str
     width: int
     height: int
-    rotation: int = 0
+    rotation: int
+    container: str
 
 
 def video_track(path: Media) -> VideoTrack | None:
@@ -111,7 +115,7 @@ def _mp4_track(f: BinaryIO, end: int) -> VideoTrack | None:
             matrix = struct.unpack(">9i", f.read(36))
             rotation = round(-math.degrees(math.atan2(matrix[1], matrix[0]))) % 360
         codec = _MP4_CODECS.get(entry)
-        return VideoTrack(codec, width, height, rotation) if codec and width and height else None
+        return VideoTrack(codec, width, height, rotation, _MP4) if codec and width and height else None
     return None
 
 
@@ -175,6 +179,6 @@ def _matroska_track(f: BinaryIO, end: int) -> VideoTrack | None:
                 codec = _MATROSKA_CODECS.get(fields.get(_CODEC_ID, b"").rstrip(b"\0").decode("ascii"))
                 width = int.from_bytes(fields.get(_PIXEL_WIDTH, b""), "big")
                 height = int.from_bytes(fields.get(_PIXEL_HEIGHT, b""), "big")
-                return VideoTrack(codec, width, height) if codec and width and height else None
+                return VideoTrack(codec, width, height, 0, _MATROSKA) if codec and width and height else None
             return None
     return None
