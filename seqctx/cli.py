@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML config for data and views (default: the checkpoint's own); the model is always the "
                    "checkpoint's")  # fmt: skip
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--clips", type=_positive_int, help="clips per video (default: data.test_clips)")
+    p.add_argument("--clips", type=int, help="clips per video (default: data.test_clips)")
     p.add_argument("--crops", type=int, choices=[1, 3, 10], help="crops per clip (default: data.test_crops)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
@@ -463,12 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="*", help="video files, or folders of videos (before or after the options)")
     p.add_argument("--stream", metavar="SOURCE", help="an online TSM frame by frame over SOURCE: a video file, a frame "
                    "folder, a camera (/dev/video0) or a URL FFmpeg opens (rtsp://, http://)")  # fmt: skip
-    p.add_argument("--every", type=_positive_int, default=1, help="--stream: process every N-th frame (default 1)")
+    p.add_argument("--every", type=int, default=1, help="--stream: process every N-th frame (default 1)")
     p.add_argument("--warmup", type=int, help="--stream: processed frames before printing (default: --smoothing)")
     p.add_argument(
         "--smoothing", type=_positive_int, default=8, help="--stream: frames the smoothed top-k averages (default 8)"
     )
-    p.add_argument("--top", type=_positive_int, default=5, help="--stream: classes per frame (default 5)")
+    p.add_argument("--top", type=int, default=5, help="--stream: classes per frame (default 5)")
     p.add_argument("--json", action="store_true", help="--stream: one JSON object per frame instead of text")
     p.set_defaults(func=_predict)
 

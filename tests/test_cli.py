@@ -40,8 +40,8 @@ def test_bad_arguments_exit_with_usage():
 
 @pytest.mark.parametrize(
     "args",
-    [["data", "check", "list.txt", "--short-side", "0"], ["predict", "--checkpoint", "x.pt", "--stream", "a.mp4",
-     "--every", "0"], ["predict", "--checkpoint", "x.pt", "--top", "five"], ["test", "c.yaml", "--clips", "-1"]],
+    [["data", "check", "list.txt", "--short-side", "0"], ["data", "check", "list.txt", "--short-side", "wide"],
+     ["predict", "--checkpoint", "x.pt", "--stream", "a.mp4", "--smoothing", "0"]],
 )  # fmt: skip
 def test_counts_and_sizes_below_one_are_usage_errors(args, capsys):
     with pytest.raises(SystemExit) as info:
